@@ -1,0 +1,429 @@
+"""The mask predictor of LLaDA: a bidirectional Transformer, its checkpoints and tokenizers.
+
+LLaDA (Nie et al. 2025, arXiv 2502.09992), Sec. 2.1-2.2 and App. B.2 (Table 5): the mask
+predictor p_theta(. | x_t) is a Transformer *without* a causal mask that reads a partly masked
+sequence and predicts every position at once. It takes no time input (the RADD result,
+LLaDA Eq. 11). The layers are those of LLaMA: pre-norm RMSNorm, rotary position embeddings
+(RoPE, "rotate-half" layout, full precision), SwiGLU MLP, no biases, untied output head.
+
+    python sample.py --model toy --prompt "sudoku 3102200002100320"   # toy, random weights
+    python sample.py --model path/to/LLaDA-8B-Instruct --prompt "..."  # the real weights
+
+Module and parameter names follow LLaDA's Hugging Face checkpoint, so loading is a prefix
+strip: our `transformer.blocks.3.q_proj.weight` is LLaDA's `model.transformer.blocks.3.q_proj.weight`.
+Our own checkpoints are written in that same layout (config.json + model.safetensors).
+
+Departures from the original modeling code (Feb-2025 revision of modeling_llada.py):
+1. The attention mask is honoured: padded key positions are invisible. The original builds
+   the bias from `attention_mask` and then never passes it to attention.
+2. The forward pass can return logits at selected positions only (`logits_at`), so the
+   sampler and the RL log-prob pass never materialise [B, T, V] logits they do not use.
+
+Shapes: B batch, T sequence length, C d_model, H heads, D head dim, V vocabulary.
+"""
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# ----------------------------------------------------------------------------- layers
+
+class RMSNorm(nn.Module):
+    """x * rsqrt(mean(x^2) + eps), computed in float32, cast back, then scaled (as LLaDA)."""
+
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return h.to(x.dtype) * self.weight
+
+
+def rope_cos_sin(T, head_dim, theta, device):
+    """cos, sin of the rotary angles for positions 0..T-1, float32, each (T, D)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(T, device=device, dtype=torch.float32), inv_freq)  # (T, D/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, D): the "rotate-half" layout
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate (B, H, T, D) queries or keys in float32: x*cos + rotate_half(x)*sin."""
+    h = x.float()
+    h1, h2 = h.chunk(2, dim=-1)
+    rotated = torch.cat([-h2, h1], dim=-1)
+    return (h * cos + rotated * sin).to(x.dtype)
+
+
+class Block(nn.Module):
+    """One LLaMA-style layer without a causal mask: x + Attn(norm(x)), then x + MLP(norm(x))."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        C, H, Hkv = cfg.d_model, cfg.n_heads, cfg.n_kv_heads
+        D = C // H
+        self.n_heads, self.n_kv_heads, self.head_dim = H, Hkv, D
+        self.attn_norm = RMSNorm(C, cfg.rms_norm_eps)
+        self.q_proj = nn.Linear(C, H * D, bias=False)
+        self.k_proj = nn.Linear(C, Hkv * D, bias=False)
+        self.v_proj = nn.Linear(C, Hkv * D, bias=False)
+        self.attn_out = nn.Linear(H * D, C, bias=False)
+        self.ff_norm = RMSNorm(C, cfg.rms_norm_eps)
+        self.ff_proj = nn.Linear(C, cfg.mlp_hidden, bias=False)  # the gate: silu applies here
+        self.up_proj = nn.Linear(C, cfg.mlp_hidden, bias=False)
+        self.ff_out = nn.Linear(cfg.mlp_hidden, C, bias=False)
+
+    def attention(self, x, cos, sin, key_mask):
+        B, T, C = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)     # (B, H, T, D)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.n_kv_heads != self.n_heads:  # grouped-query attention (LLaDA-8B has none)
+            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # (B, H, T, D), no causal mask
+        return self.attn_out(y.transpose(1, 2).reshape(B, T, C))
+
+    def mlp(self, x):
+        return self.ff_out(F.silu(self.ff_proj(x)) * self.up_proj(x))  # SwiGLU
+
+    def forward(self, x, cos, sin, key_mask):
+        x = x + self.attention(self.attn_norm(x), cos, sin, key_mask)
+        return x + self.mlp(self.ff_norm(x))
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclass
+class ModelConfig:
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 4
+    mlp_hidden: int = 768
+    vocab_size: int = 260
+    max_seq_len: int = 512
+    rope_theta: float = 500000.0
+    rms_norm_eps: float = 1e-5
+    mask_id: int = 257         # <|mdm_mask|>
+    eos_id: int = 256          # <|endoftext|>, also the padding token
+    eot_id: int | None = 258   # <|eot_id|>, end of a chat turn (None where the vocabulary has none)
+    tokenizer: str = "bytes"   # "bytes" (the toy tiktoken encoding) or "llada" (tokenizer.json)
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads or self.n_heads % self.n_kv_heads or (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"d_model {self.d_model} must split into n_heads {self.n_heads} heads of even size, "
+                             f"and n_heads into n_kv_heads {self.n_kv_heads} groups")
+        for name in ("mask_id", "eos_id", "eot_id"):
+            i = getattr(self, name)
+            if i is not None and not 0 <= i < self.vocab_size:
+                raise ValueError(f"{name} {i} is outside the vocabulary of size {self.vocab_size}")
+
+
+PRESETS = {
+    # ~3.4M parameters, byte-level vocabulary: trains on a 2-core CPU in minutes.
+    "toy": ModelConfig(),
+    # LLaDA-8B-Instruct exactly (its config.json): 8,015,581,184 parameters.
+    "llada-8b": ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, mlp_hidden=12288,
+                            vocab_size=126464, max_seq_len=4096, rope_theta=500000.0, rms_norm_eps=1e-5,
+                            mask_id=126336, eos_id=126081, eot_id=126348, tokenizer="llada"),
+}
+
+
+def get_config(name):
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+# ----------------------------------------------------------------------------- the model
+
+class Transformer(nn.Module):
+    """LLaDA's mask predictor. forward((B, T) ids) -> (B, T, V) logits, or (B, K, V) with logits_at."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.config = cfg
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, cfg.d_model),
+            blocks=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers)),
+            ln_f=RMSNorm(cfg.d_model, cfg.rms_norm_eps),
+            ff_out=nn.Linear(cfg.d_model, cfg.vocab_size, bias=False),  # untied output head
+        ))
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def forward(self, idx, attention_mask=None, logits_at=None):
+        """idx (B, T) token ids; attention_mask (B, T), 1 for real tokens and 0 for padding, whose
+        keys become invisible; logits_at a slice or (K,) index of positions to return logits for."""
+        B, T = idx.shape
+        cfg = self.config
+        cos, sin = rope_cos_sin(T, cfg.d_model // cfg.n_heads, cfg.rope_theta, idx.device)  # (T, D)
+        key_mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): True = may attend
+        x = self.transformer.wte(idx)  # (B, T, C)
+        for block in self.transformer.blocks:
+            x = block(x, cos, sin, key_mask)
+        if logits_at is not None:
+            x = x[:, logits_at]  # (B, K, C): only the positions the caller will read
+        return self.transformer.ff_out(self.transformer.ln_f(x))  # (B, T or K, V)
+
+
+def build(name_or_config, device="cpu", dtype=None, seed=0):
+    """A freshly initialised model of a preset name or a ModelConfig (seeded, reproducible)."""
+    cfg = get_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Transformer(cfg)
+    return model.to(device=device, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+# A checkpoint is a folder in LLaDA's Hugging Face layout: config.json, plus model.safetensors
+# or shards listed in model.safetensors.index.json, tensor names prefixed with "model.".
+
+PREFIX = "model."
+# config.json keys (LLaDA's names) <-> ModelConfig fields
+HF_KEYS = dict(d_model="d_model", n_layers="n_layers", n_heads="n_heads", n_kv_heads="n_kv_heads",
+               mlp_hidden="mlp_hidden_size", vocab_size="embedding_size", max_seq_len="max_sequence_length",
+               rope_theta="rope_theta", rms_norm_eps="rms_norm_eps", mask_id="mask_token_id",
+               eos_id="eos_token_id")
+# LLaDA config options whose other values this implementation does not build
+SUPPORTED = dict(block_type="llama", activation_type="silu", layer_norm_type="rms", rope=True,
+                 alibi=False, include_bias=False, include_qkv_bias=False, weight_tying=False,
+                 scale_logits=False, input_emb_norm=False, attention_layer_norm=False)
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def config_from_hf(d, folder=None):
+    """ModelConfig from a LLaDA config.json dict (and the folder's tokenizer_config.json, if any)."""
+    for key, want in SUPPORTED.items():
+        if key in d and d[key] != want:
+            raise CheckpointError(f"config.json sets {key} = {d[key]!r}; this implementation supports only {want!r}")
+    d = dict(d)
+    d.setdefault("embedding_size", d.get("vocab_size"))
+    d.setdefault("n_kv_heads", d.get("n_heads"))
+    missing = [hf for hf in HF_KEYS.values() if d.get(hf) is None]
+    if missing:
+        raise CheckpointError(f"config.json lacks {', '.join(missing)}")
+    kw = {ours: d[hf] for ours, hf in HF_KEYS.items()}
+    kw["eot_id"] = d.get("eot_token_id", _special_id(folder, "<|eot_id|>"))
+    kw["tokenizer"] = d.get("tokenizer", "llada")
+    return ModelConfig(**kw)
+
+
+def config_to_hf(cfg):
+    d = {hf: getattr(cfg, ours) for ours, hf in HF_KEYS.items()}
+    d.update(SUPPORTED, model_type="llada", vocab_size=cfg.vocab_size, pad_token_id=cfg.eos_id,
+             eot_token_id=cfg.eot_id, tokenizer=cfg.tokenizer)
+    return d
+
+
+def _special_id(folder, token):
+    """The id of a named special token in tokenizer_config.json, or None."""
+    path = folder and Path(folder) / "tokenizer_config.json"
+    if not path or not path.is_file():
+        return None
+    added = json.loads(path.read_text()).get("added_tokens_decoder", {})
+    return next((int(i) for i, t in added.items() if t.get("content") == token), None)
+
+
+def read_config(folder):
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {str(folder)!r} does not exist")
+    path = folder / "config.json"
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: a checkpoint folder needs config.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object")
+    return config_from_hf(d, folder)
+
+
+def weight_files(folder):
+    """{tensor name: shard path} from model.safetensors.index.json, or every name of model.safetensors."""
+    from safetensors import safe_open
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index} is not a safetensors index (weight_map): {e}") from None
+        shards = {name: folder / shard for name, shard in weight_map.items()}
+        absent = sorted({str(p.name) for p in shards.values() if not p.is_file()})
+        if absent:
+            raise CheckpointError(f"{index} lists shards that are not in the folder: {', '.join(absent)}")
+        return shards
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        raise CheckpointError(f"{folder} has neither model.safetensors nor model.safetensors.index.json")
+    try:
+        with safe_open(single, "pt") as f:
+            return {name: single for name in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{single} is not a readable safetensors file: {e}") from None
+
+
+def _names(names, most=8):
+    names = sorted(names)
+    return ", ".join(names[:most]) + (f" ... ({len(names)} in all)" if len(names) > most else "")
+
+
+def check_tensor_names(model, stored):
+    """Fail before reading any weight if the checkpoint's names do not match the module's."""
+    expected = {PREFIX + n for n, _ in model.named_parameters()}
+    missing, unexpected = expected - set(stored), set(stored) - expected
+    if missing or unexpected:
+        parts = [f"missing tensors: {_names(missing)}"] if missing else []
+        parts += [f"unexpected tensors: {_names(unexpected)}"] if unexpected else []
+        raise CheckpointError("checkpoint does not match the config: " + "; ".join(parts))
+
+
+def load(path, device="cpu", dtype=None):
+    """A Transformer from a checkpoint folder (LLaDA HF layout), filled shard by shard.
+
+    The module is built on the meta device and allocated once in the target dtype (default: the
+    dtype the weights are stored in), so peak host memory is about the size of the weights."""
+    from safetensors import safe_open
+    cfg = read_config(path)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    shards = weight_files(path)
+    check_tensor_names(model, shards)
+    if dtype is None:
+        name, shard = next(iter(shards.items()))
+        with safe_open(shard, "pt") as f:
+            dtype = getattr(torch, {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}.get(
+                f.get_slice(name).get_dtype(), "float32"))
+    model = model.to(dtype=dtype).to_empty(device=device)
+    params = dict(model.named_parameters())
+    for shard in sorted(set(shards.values())):
+        with safe_open(shard, "pt", device="cpu") as f:
+            for name in f.keys():
+                p = params[name[len(PREFIX):]]
+                t = f.get_tensor(name)
+                if t.shape != p.shape:
+                    raise CheckpointError(f"tensor {name} in {shard.name} has shape {tuple(t.shape)}, "
+                                          f"the config needs {tuple(p.shape)}")
+                with torch.no_grad():
+                    p.copy_(t)
+    return model.eval()
+
+
+def save(model, path):
+    """Write config.json and model.safetensors (LLaDA names) into the folder `path`, atomically."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {PREFIX + n: p.detach().contiguous().cpu() for n, p in model.named_parameters()}
+    tmp = path / "model.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path / "model.safetensors")
+    tmp = path / "config.json.tmp"
+    tmp.write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n")
+    os.replace(tmp, path / "config.json")
+
+
+def load_model(name, device="cpu", dtype=None, seed=0):
+    """A preset name gives a freshly initialised model; anything else is a checkpoint folder."""
+    if name in PRESETS:
+        if name == "llada-8b":
+            raise ValueError("--model llada-8b needs the weights: pass the folder of a downloaded "
+                             "GSAI-ML/LLaDA-8B-Instruct checkpoint instead")
+        return build(name, device=device, dtype=dtype, seed=seed)
+    if not Path(name).exists():
+        raise FileNotFoundError(f"--model {name!r} is neither a preset ({', '.join(PRESETS)}) nor an existing folder")
+    return load(name, device=device, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+BYTE_SPECIALS = {"<|endoftext|>": 256, "<|mdm_mask|>": 257, "<|eot_id|>": 258, "<|startoftext|>": 259}
+
+
+class Tokenizer:
+    """encode / decode with named special tokens; decode stops at end-of-text or end-of-turn."""
+
+    def __init__(self, encode, decode_ids, special, chat_template=None):
+        self._encode, self._decode_ids, self.special = encode, decode_ids, special
+        self.chat_template = chat_template
+        self.mask_id = special["<|mdm_mask|>"]
+        self.eos_id = special["<|endoftext|>"]
+        self.eot_id = special.get("<|eot_id|>")
+
+    def encode(self, text):
+        return self._encode(text)
+
+    def chat(self, content):
+        """A user turn rendered with the model's chat template (the toy model has none)."""
+        return self.chat_template.format(content=content.strip()) if self.chat_template else content
+
+    def decode(self, ids):
+        ids = list(ids)
+        stops = [i for i, t in enumerate(ids) if t in (self.eos_id, self.eot_id)]
+        ids = ids[:stops[0]] if stops else ids
+        specials = set(self.special.values())
+        return self._decode_ids([t for t in ids if t not in specials])
+
+
+def byte_tokenizer():
+    """The toy tokenizer: a tiktoken Encoding built locally, one token per byte plus specials."""
+    import tiktoken
+    enc = tiktoken.Encoding(name="d1-toy-bytes", pat_str=r"[\s\S]",
+                            mergeable_ranks={bytes([b]): b for b in range(256)},
+                            special_tokens=BYTE_SPECIALS)
+    return Tokenizer(lambda s: enc.encode(s, allowed_special="all"),
+                     lambda ids: enc.decode(ids, errors="replace"), dict(BYTE_SPECIALS))
+
+
+# LLaDA-8B-Instruct's chat template (tokenizer_config.json) for one user turn, generation prompt added
+LLADA_CHAT = ("<|startoftext|><|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"
+              "<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+def hf_tokenizer(folder):
+    """LLaDA's tokenizer from tokenizer.json (the `tokenizers` library), specials read by name."""
+    try:
+        from tokenizers import Tokenizer as HFTokenizer
+    except ImportError:
+        raise ImportError("LLaDA's tokenizer needs the tokenizers package: pip install tokenizers") from None
+    path = Path(folder) / "tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: LLaDA checkpoints ship their tokenizer.json")
+    tok = HFTokenizer.from_file(str(path))
+    special = {t.content: i for i, t in tok.get_added_tokens_decoder().items() if t.special}
+    for name in ("<|mdm_mask|>", "<|endoftext|>"):
+        if name not in special:
+            raise ValueError(f"{path} has no special token {name}")
+    return Tokenizer(lambda s: tok.encode(s, add_special_tokens=False).ids,
+                     lambda ids: tok.decode(ids, skip_special_tokens=True), special, LLADA_CHAT)
+
+
+def get_tokenizer(cfg, folder=None):
+    if cfg.tokenizer == "bytes":
+        return byte_tokenizer()
+    if folder is None:
+        raise ValueError("LLaDA's tokenizer is read from a checkpoint folder (tokenizer.json)")
+    return hf_tokenizer(folder)

@@ -1,0 +1,201 @@
+"""LLaDA's reverse process: generate an answer by unmasking it step by step.
+
+LLaDA (arXiv 2502.09992) Sec. 2.4 and App. A.3 (Alg. 4 random remasking, Alg. 5 low-confidence
+remasking), App. B (semi-autoregressive blocks, classifier-free guidance App. A.2 Eq. 16).
+The answer of `gen_length` tokens starts fully masked and is split into blocks of
+`block_length`, filled left to right. Each block gets `steps // num_blocks` steps; at each step
+every masked position gets a candidate token (argmax, or Gumbel-max at temperature > 0), and the
+`k` candidates of the current block with the highest confidence are committed, `k` following the
+even schedule of LLaDA's code (linear noise schedule => the same number of tokens per step).
+Committed tokens are never remasked.
+
+    python sample.py --model toy --prompt "sudoku 3102200002100320" --show
+    python sample.py --model path/to/LLaDA-8B-Instruct --prompt "What is 7*8?" --gen_length 128
+
+At temperature 0 the tokens equal those of LLaDA's reference generate.py. Only the work that
+changes the result is done:
+1. Logits are computed for the current block only (the rest is never read; see unmask_step for
+   the one case where LLaDA's code also reads earlier positions).
+2. Gumbel noise (float64, as LLaDA) and the float64 softmax of the confidence are computed for the
+   current block only, not for the whole sequence.
+3. top-k runs batched over rows; all rows share one schedule, since every block starts fully masked.
+4. A step whose schedule commits no token (more steps than tokens) is skipped.
+
+Shapes: B batch, P prompt length, L block length, V vocabulary.
+"""
+import argparse
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import model as model_lib
+
+REMASKING = ("low_confidence", "random")
+
+
+def transfer_schedule(n, steps):
+    """Tokens to commit at each of `steps` steps for n masked tokens: n // steps each, and one more
+    for the first n % steps steps (LLaDA's get_num_transfer_tokens; linear schedule, Eq. 8)."""
+    return [n // steps + (1 if i < n % steps else 0) for i in range(steps)]
+
+
+def sample_tokens(logits, temperature, generator=None):
+    """Candidate x0 for each position: argmax, or Gumbel-max at temperature > 0.
+
+    argmax(logits - T log(-log u)) = argmax(exp(logits) / (-log u)^T), LLaDA's form, which samples
+    from softmax(logits / T); the noise is float64 as in LLaDA (low-precision Gumbel noise hurts
+    quality, arXiv 2409.02908)."""
+    if temperature == 0:
+        return logits.argmax(-1)  # (B, L)
+    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    return (logits.double() - temperature * torch.log(-torch.log(u))).argmax(-1)  # (B, L)
+
+
+def confidence(logits, x0, remasking, generator=None):
+    """Score of each candidate: its (untempered) softmax probability in float64 (Alg. 5), or
+    uniform noise for random remasking (Alg. 4). (B, L) float64."""
+    if remasking == "low_confidence":
+        p = F.softmax(logits.double(), dim=-1)  # (B, L, V)
+        return p.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+    return torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=generator)
+
+
+def predict(model, x, attention_mask, positions, cfg_scale, prompt_index, mask_id):
+    """Logits at `positions`, with unsupervised classifier-free guidance when cfg_scale > 0:
+    u + (w + 1)(c - u), u from the same input with the prompt masked (LLaDA Eq. 16)."""
+    if cfg_scale == 0:
+        return model(x, attention_mask=attention_mask, logits_at=positions)  # (B, L, V)
+    un_x = x.masked_fill(prompt_index, mask_id)
+    am = None if attention_mask is None else torch.cat([attention_mask, attention_mask])
+    c, u = model(torch.cat([x, un_x]), attention_mask=am, logits_at=positions).chunk(2)
+    return u + (cfg_scale + 1) * (c - u)
+
+
+def check_settings(gen_length, steps, block_length, remasking, temperature, cfg_scale):
+    if gen_length <= 0 or block_length <= 0 or steps <= 0:
+        raise ValueError(f"gen_length ({gen_length}), block_length ({block_length}) and steps ({steps}) must be positive")
+    if gen_length % block_length:
+        raise ValueError(f"block_length {block_length} must divide gen_length {gen_length}")
+    if steps % (gen_length // block_length):
+        raise ValueError(f"steps {steps} must be a multiple of the number of blocks "
+                         f"({gen_length // block_length} = gen_length {gen_length} / block_length {block_length})")
+    if remasking not in REMASKING:
+        raise ValueError(f"unknown remasking {remasking!r}; choose one of {', '.join(REMASKING)}")
+    if temperature < 0 or cfg_scale < 0:
+        raise ValueError(f"temperature ({temperature}) and cfg_scale ({cfg_scale}) must be >= 0")
+
+
+@torch.no_grad()
+def generate(model, prompt, *, gen_length, steps, block_length, temperature=0.0, cfg_scale=0.0,
+             remasking="low_confidence", mask_id, attention_mask=None, generator=None, on_step=None):
+    """LLaDA's reverse process (Sec. 2.4, App. A.3, App. B). prompt (B, P) ids, left-padded when rows
+    differ in length, with attention_mask (B, P) 0 on the padding. Returns (B, P + gen_length).
+    on_step(x) is called after each step (progress bars, --show)."""
+    check_settings(gen_length, steps, block_length, remasking, temperature, cfg_scale)
+    B, P = prompt.shape
+    if P + gen_length > model.config.max_seq_len:
+        raise ValueError(f"prompt ({P}) + gen_length ({gen_length}) exceeds the model's maximum "
+                         f"sequence length {model.config.max_seq_len}")
+    x = torch.cat([prompt, prompt.new_full((B, gen_length), mask_id)], dim=1)  # (B, P + gen_length)
+    if attention_mask is not None:
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(B, gen_length)], dim=1)
+    prompt_index = x != mask_id  # (B, P + gen_length), the answer is all masks
+    num_blocks = gen_length // block_length
+    schedule = transfer_schedule(block_length, steps // num_blocks)
+    for b in range(num_blocks):
+        end = P + (b + 1) * block_length  # the current block ends here
+        for k in schedule:
+            if k > 0:
+                unmask_step(model, x, end, k, attention_mask, temperature, cfg_scale, remasking,
+                            prompt_index, mask_id, generator)
+            if on_step is not None:
+                on_step(x)
+    return x
+
+
+def unmask_step(model, x, end, k, attention_mask, temperature, cfg_scale, remasking,
+                prompt_index, mask_id, generator):
+    """One step of Alg. 4/5: predict every masked position before `end`, then commit the k most
+    confident candidates (in place on x).
+
+    The candidates are the masked positions of the current block, plus, as in LLaDA's code, any
+    earlier position that still holds [MASK] (the prompt's own masks, or a position where [MASK]
+    itself was the committed candidate: a trained model never predicts it, a random one can)."""
+    still_masked = (x[:, :end] == mask_id).any(0)  # (end,)
+    window = slice(int(still_masked.int().argmax()), end)  # from the first masked column: the block
+    logits = predict(model, x, attention_mask, window, cfg_scale, prompt_index, mask_id)  # (B, L, V)
+    x0 = sample_tokens(logits, temperature, generator)  # (B, L)
+    score = confidence(logits, x0, remasking, generator)  # (B, L)
+    xw = x[:, window]  # (B, L), a view of x
+    score = score.masked_fill(xw != mask_id, -math.inf)  # committed tokens stay
+    chosen = score.topk(k, dim=-1).indices  # (B, k)
+    xw.scatter_(1, chosen, x0.gather(1, chosen))
+
+
+# ----------------------------------------------------------------------------- prompts and CLI
+
+def left_pad(rows, pad_id):
+    """Token lists of different lengths -> (B, P) ids left-padded with pad_id, and the attention mask."""
+    P = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (P - len(r)) + list(r) for r in rows], dtype=torch.long)
+    mask = torch.tensor([[0] * (P - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+    return ids, mask
+
+
+def render(tokenizer, ids):
+    """The answer as text, a masked position shown as '_' (for --show)."""
+    return "".join("_" if t == tokenizer.mask_id else tokenizer.decode([t]) for t in ids.tolist())
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Generate with a masked diffusion LM (LLaDA's reverse process).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="toy", help=f"a preset ({', '.join(model_lib.PRESETS)}; random weights) "
+                                                  "or a checkpoint folder in LLaDA's Hugging Face layout")
+    p.add_argument("--prompt", default="sudoku 3102200002100320\n", help="the prompt text")
+    p.add_argument("--gen_length", type=int, default=32, help="answer length in tokens")
+    p.add_argument("--steps", type=int, default=32, help="denoising steps in all (split evenly over blocks)")
+    p.add_argument("--block_length", type=int, default=16, help="semi-autoregressive block length")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 = Gumbel-max sampling")
+    p.add_argument("--cfg_scale", type=float, default=0.0, help="unsupervised classifier-free guidance w")
+    p.add_argument("--remasking", default="low_confidence", choices=REMASKING)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of preset weights)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--show", action="store_true", help="print the answer after every step as it is unmasked")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    from tqdm import tqdm
+    args = parse_args(argv)
+    try:
+        model = model_lib.load_model(args.model, device=args.device, seed=args.seed)
+        folder = None if args.model in model_lib.PRESETS else args.model
+        tokenizer = model_lib.get_tokenizer(model.config, folder)
+        check_settings(args.gen_length, args.steps, args.block_length, args.remasking, args.temperature, args.cfg_scale)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        sys.exit(f"error: {e}")
+    prompt = torch.tensor([tokenizer.encode(tokenizer.chat(args.prompt))], device=args.device)
+    P = prompt.shape[1]
+    bar = tqdm(total=args.steps, desc="denoising", disable=args.show)
+    step = 0
+
+    def on_step(x):
+        nonlocal step
+        step += 1
+        bar.update(1)
+        if args.show:
+            print(f"{step:4d} | {render(tokenizer, x[0, P:])}")
+
+    generator = torch.Generator(args.device).manual_seed(args.seed)
+    out = generate(model, prompt, gen_length=args.gen_length, steps=args.steps, block_length=args.block_length,
+                   temperature=args.temperature, cfg_scale=args.cfg_scale, remasking=args.remasking,
+                   mask_id=tokenizer.mask_id, generator=generator, on_step=on_step)
+    bar.close()
+    print(tokenizer.decode(out[0, P:].tolist()))
+
+
+if __name__ == "__main__":
+    main()

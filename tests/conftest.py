@@ -1,0 +1,31 @@
+"""Shared test fixtures. Tests may read ../shared (fixtures and data); the product never does."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+TINY = SHARED / "fixtures" / "tiny-llada"
+LLADA_8B = SHARED / "fixtures" / "llada-8b-instruct"
+
+torch.set_num_threads(2)
+
+
+def need(path):
+    if not path.exists():
+        pytest.skip(f"{path} is not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_path():
+    return need(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_path):
+    import model
+    return model.load(tiny_path)

@@ -1,0 +1,219 @@
+"""model.py: parity with the original LLaDA code, the 8B shape, masking, checkpoints, errors."""
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import model
+from conftest import LLADA_8B, need
+
+
+def test_tiny_llada_logits_match_the_original_code(tiny, tiny_path):
+    ref = load_file(tiny_path / "reference.safetensors")
+    with torch.no_grad():
+        logits = tiny(ref["input_ids"])
+    assert logits.shape == ref["logits"].shape == (3, 24, 320)
+    torch.testing.assert_close(logits, ref["logits"], atol=1e-4, rtol=1e-4)
+    assert torch.equal(logits.argmax(-1), ref["logits"].argmax(-1))
+
+
+def test_logits_at_selects_positions(tiny, tiny_path):
+    ids = load_file(tiny_path / "reference.safetensors")["input_ids"]
+    with torch.no_grad():
+        full = tiny(ids)
+        part = tiny(ids, logits_at=slice(16, 24))
+        picked = tiny(ids, logits_at=torch.tensor([0, 5, 23]))
+    assert part.shape == (3, 8, 320) and picked.shape == (3, 3, 320)
+    torch.testing.assert_close(part, full[:, 16:24], atol=1e-6, rtol=0)
+    torch.testing.assert_close(picked, full[:, [0, 5, 23]], atol=1e-6, rtol=0)
+
+
+def test_padded_keys_are_invisible(tiny):
+    g = torch.Generator().manual_seed(0)
+    row = torch.randint(0, 300, (1, 10), generator=g)
+    pads = [torch.full((1, 6), 301), torch.randint(0, 300, (1, 6), generator=g)]
+    mask = torch.tensor([[0] * 6 + [1] * 10])
+    with torch.no_grad():
+        alone = tiny(row)
+        a, b = (tiny(torch.cat([p, row], 1), attention_mask=mask)[:, 6:] for p in pads)
+    assert torch.equal(a, b)  # whatever the padding holds, it cannot be seen
+    torch.testing.assert_close(a, alone, atol=1e-5, rtol=1e-5)  # RoPE is relative: the shift is invisible
+    with torch.no_grad():
+        unmasked = tiny(torch.cat([pads[1], row], 1))[:, 6:]
+    assert (unmasked - alone).abs().max() > 1e-2  # without the mask the padding does leak in
+
+
+def test_all_ones_mask_equals_no_mask(tiny, tiny_path):
+    ids = load_file(tiny_path / "reference.safetensors")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(tiny(ids), tiny(ids, attention_mask=torch.ones_like(ids)))
+
+
+def test_rmsnorm_normalises_in_float32_then_casts_then_scales():
+    g = torch.Generator().manual_seed(0)
+    norm = model.RMSNorm(8, 1e-5)
+    norm.weight.data = torch.linspace(0.5, 2.0, 8)
+    x = torch.randn(3, 8, generator=g) * 5
+    xd = x.double()
+    expected = (xd / torch.sqrt((xd ** 2).mean(-1, keepdim=True) + 1e-5)) * norm.weight.double()
+    torch.testing.assert_close(norm(x).double(), expected, atol=1e-5, rtol=1e-5)
+    xb = torch.randn(4, 8, generator=g).bfloat16()
+    nb = model.RMSNorm(8, 1e-5).bfloat16()
+    nb.weight.data = torch.full((8,), 3.0).bfloat16()
+    f = xb.float()
+    expected = (f * torch.rsqrt(f.pow(2).mean(-1, keepdim=True) + 1e-5)).bfloat16() * nb.weight
+    assert torch.equal(nb(xb), expected)  # rounded to bf16 before the scale, as LLaDA does
+
+
+def test_llada_8b_preset_has_the_published_parameter_count():
+    cfg = model.PRESETS["llada-8b"]
+    with torch.device("meta"):
+        m = model.Transformer(cfg)
+    assert sum(p.numel() for p in m.parameters()) == 8_015_581_184
+    assert (cfg.mask_id, cfg.eos_id, cfg.eot_id) == (126336, 126081, 126348)
+
+
+def test_llada_8b_config_and_index_map_onto_the_preset():
+    folder = need(LLADA_8B)
+    cfg = model.read_config(folder)
+    assert cfg == model.PRESETS["llada-8b"]  # eot id read from tokenizer_config.json, not typed in
+    with torch.device("meta"):
+        m = model.Transformer(cfg)
+    weight_map = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    assert len(weight_map) == 291
+    model.check_tensor_names(m, weight_map)
+
+
+def test_toy_preset_is_a_few_million_parameters():
+    m = model.build("toy")
+    n = sum(p.numel() for p in m.parameters())
+    assert 1_000_000 < n < 10_000_000
+    assert torch.equal(m.transformer.wte.weight, model.build("toy").transformer.wte.weight)  # seeded
+
+
+def test_save_load_round_trip(tmp_path):
+    m = model.build("toy", seed=3)
+    model.save(m, tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    back = model.load(tmp_path / "ckpt")
+    assert back.config == m.config
+    ids = torch.randint(0, 256, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(back(ids), m(ids))
+    names = load_file(tmp_path / "ckpt" / "model.safetensors").keys()
+    assert "model.transformer.blocks.0.q_proj.weight" in names  # LLaDA's names
+
+
+def test_sharded_checkpoint_loads(tiny_path, tiny, tmp_path):
+    tensors = load_file(tiny_path / "model.safetensors")
+    names = sorted(tensors)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, keys in halves.items():
+        save_file({k: tensors[k] for k in keys}, tmp_path / shard)
+    index = {"metadata": {}, "weight_map": {k: s for s, keys in halves.items() for k in keys}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    shutil.copy(tiny_path / "config.json", tmp_path)
+    sharded = model.load(tmp_path)
+    ids = torch.randint(0, 300, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(sharded(ids), tiny(ids))
+
+
+def test_load_in_bfloat16(tiny_path):
+    m = model.load(tiny_path, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in m.parameters())
+    assert m(torch.randint(0, 300, (1, 8))).dtype == torch.bfloat16
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def copy_tiny(tiny_path, dst):
+    shutil.copytree(tiny_path, dst)
+    return dst
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        model.load(tmp_path / "nowhere")
+
+
+def test_missing_or_corrupt_config(tiny_path, tmp_path):
+    d = copy_tiny(tiny_path, tmp_path / "c")
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(model.CheckpointError, match="config.json is not valid JSON"):
+        model.load(d)
+    (d / "config.json").unlink()
+    with pytest.raises(model.CheckpointError, match="config.json is missing"):
+        model.load(d)
+
+
+def test_config_missing_key_or_unsupported_option(tiny_path, tmp_path):
+    d = copy_tiny(tiny_path, tmp_path / "c")
+    cfg = json.loads((tiny_path / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "n_layers"}))
+    with pytest.raises(model.CheckpointError, match="lacks n_layers"):
+        model.load(d)
+    (d / "config.json").write_text(json.dumps(dict(cfg, weight_tying=True)))
+    with pytest.raises(model.CheckpointError, match="weight_tying"):
+        model.load(d)
+
+
+def test_missing_unexpected_and_misshaped_tensors(tiny_path, tmp_path):
+    d = copy_tiny(tiny_path, tmp_path / "c")
+    tensors = load_file(tiny_path / "model.safetensors")
+    gone = "model.transformer.blocks.1.up_proj.weight"
+    save_file({k: v for k, v in tensors.items() if k != gone}, d / "model.safetensors")
+    with pytest.raises(model.CheckpointError, match=f"missing tensors: {gone}"):
+        model.load(d)
+    save_file(dict(tensors, **{"model.transformer.extra.weight": torch.zeros(2)}), d / "model.safetensors")
+    with pytest.raises(model.CheckpointError, match="unexpected tensors: model.transformer.extra.weight"):
+        model.load(d)
+    bad = "model.transformer.blocks.0.k_proj.weight"
+    save_file(dict(tensors, **{bad: torch.zeros(64, 32)}), d / "model.safetensors")
+    with pytest.raises(model.CheckpointError, match=rf"{bad} in model.safetensors has shape \(64, 32\), the config needs \(64, 64\)"):
+        model.load(d)
+
+
+def test_corrupt_weights_and_missing_shard(tiny_path, tmp_path):
+    d = copy_tiny(tiny_path, tmp_path / "c")
+    (d / "model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(model.CheckpointError, match="not a readable safetensors file"):
+        model.load(d)
+    (d / "model.safetensors").unlink()
+    with pytest.raises(model.CheckpointError, match="neither model.safetensors"):
+        model.load(d)
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-1.safetensors"}}))
+    with pytest.raises(model.CheckpointError, match="not in the folder: model-1.safetensors"):
+        model.load(d)
+
+
+def test_unknown_preset_and_bad_model_name():
+    with pytest.raises(ValueError, match="known presets: toy, llada-8b"):
+        model.get_config("gpt-9")
+    with pytest.raises(FileNotFoundError, match="neither a preset"):
+        model.load_model("no/such/folder")
+
+
+def test_bad_config_values():
+    with pytest.raises(ValueError, match="must split into n_heads"):
+        model.ModelConfig(d_model=100, n_heads=3)
+    with pytest.raises(ValueError, match="mask_id 999 is outside"):
+        model.ModelConfig(mask_id=999)
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+def test_byte_tokenizer():
+    tok = model.byte_tokenizer()
+    cfg = model.PRESETS["toy"]
+    assert (tok.mask_id, tok.eos_id, tok.eot_id) == (cfg.mask_id, cfg.eos_id, cfg.eot_id)
+    ids = tok.encode("sudoku 31é")
+    assert ids == list("sudoku 31é".encode())
+    assert tok.decode(ids) == "sudoku 31é"
+    assert tok.encode("a<|mdm_mask|>") == [97, tok.mask_id]
+    assert tok.decode([104, 105, tok.mask_id, 33, tok.eos_id, 65, 66]) == "hi!"  # stops at EOS, drops specials
+    assert tok.decode([104, tok.eot_id, 105]) == "h"
+    assert tok.chat(" hi ") == " hi "  # the toy model has no chat template
+    assert max(model.BYTE_SPECIALS.values()) < cfg.vocab_size
