@@ -168,7 +168,8 @@ class Transformer(nn.Module):
 
     def forward(self, idx, attention_mask=None, logits_at=None):
         """idx (B, T) token ids; attention_mask (B, T), 1 for real tokens and 0 for padding, whose
-        keys become invisible; logits_at a slice or (K,) index of positions to return logits for."""
+        keys become invisible; logits_at: the positions to return logits for, a slice or (K,) index
+        (same for every row) or a (B, T) bool mask (then the logits are flattened to (N, V))."""
         B, T = idx.shape
         cfg = self.config
         cos, sin = rope_cos_sin(T, cfg.d_model // cfg.n_heads, cfg.rope_theta, idx.device)  # (T, D)
@@ -178,9 +179,19 @@ class Transformer(nn.Module):
         x = self.transformer.wte(idx)  # (B, T, C)
         for block in self.transformer.blocks:
             x = block(x, cos, sin, key_mask)
-        if logits_at is not None:
+        if isinstance(logits_at, torch.Tensor) and logits_at.dtype == torch.bool:
+            x = x[logits_at]  # (N, C): the positions where logits_at (B, T) is True
+        elif logits_at is not None:
             x = x[:, logits_at]  # (B, K, C): only the positions the caller will read
-        return self.transformer.ff_out(self.transformer.ln_f(x))  # (B, T or K, V)
+        return self.transformer.ff_out(self.transformer.ln_f(x))  # (B, T, V), (B, K, V) or (N, V)
+
+
+def default_device():
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
 
 
 def build(name_or_config, device="cpu", dtype=None, seed=0):

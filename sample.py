@@ -162,7 +162,7 @@ def parse_args(argv=None):
     p.add_argument("--cfg_scale", type=float, default=0.0, help="unsupervised classifier-free guidance w")
     p.add_argument("--remasking", default="low_confidence", choices=REMASKING)
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of preset weights)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=model_lib.default_device())
     p.add_argument("--show", action="store_true", help="print the answer after every step as it is unmasked")
     return p.parse_args(argv)
 

@@ -25,6 +25,10 @@ def test_logits_at_selects_positions(tiny, tiny_path):
         full = tiny(ids)
         part = tiny(ids, logits_at=slice(16, 24))
         picked = tiny(ids, logits_at=torch.tensor([0, 5, 23]))
+        where = ids % 3 == 0
+        flat = tiny(ids, logits_at=where)
+    assert flat.shape == (int(where.sum()), 320)
+    torch.testing.assert_close(flat, full[where], atol=1e-6, rtol=0)
     assert part.shape == (3, 8, 320) and picked.shape == (3, 3, 320)
     torch.testing.assert_close(part, full[:, 16:24], atol=1e-6, rtol=0)
     torch.testing.assert_close(picked, full[:, [0, 5, 23]], atol=1e-6, rtol=0)
