@@ -21,10 +21,10 @@ Departures from the original modeling code (Feb-2025 revision of modeling_llada.
 
 Shapes: B batch, T sequence length, C d_model, H heads, D head dim, V vocabulary.
 """
+import argparse
 import json
-import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -192,6 +192,28 @@ def default_device():
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def option(default, help):
+    """A dataclass field that parse_config turns into a command-line flag with this help text."""
+    return field(default=default, metadata={"help": help})
+
+
+def parse_config(cls, argv=None, description=None, model_defaults=None):
+    """A config dataclass from command-line flags, one per field. `--model NAME` is read first, and
+    model_defaults[NAME] (a dict) replaces the toy defaults: one knob scales the whole run."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", default=cls().model)
+    name = pre.parse_known_args(argv)[0].model
+    defaults = {**asdict(cls()), **(model_defaults or {}).get(name, {})}
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(cls):
+        d, helptext = defaults[f.name], f.metadata.get("help", "")
+        if isinstance(d, bool):
+            p.add_argument(f"--{f.name}", default=d, action=argparse.BooleanOptionalAction, help=helptext)
+        else:
+            p.add_argument(f"--{f.name}", default=d, type=type(d) if d is not None else str, help=helptext)
+    return cls(**vars(p.parse_args(argv)))
 
 
 def build(name_or_config, device="cpu", dtype=None, seed=0):

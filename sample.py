@@ -144,6 +144,40 @@ def left_pad(rows, pad_id):
     return ids, mask
 
 
+def encode_prompt(tokenizer, task, example, style):
+    """Token ids of a task's prompt: the compact toy format, or the chat format inside the model's
+    chat template (LLaDA-8B-Instruct)."""
+    return tokenizer.encode(tokenizer.chat(task.prompt(example, style)))
+
+
+def prompt_batch(tokenizer, task, examples, style, device="cpu"):
+    """(B, P) left-padded prompt ids and their attention mask (None when no row is padded)."""
+    ids, mask = left_pad([encode_prompt(tokenizer, task, ex, style) for ex in examples], tokenizer.eos_id)
+    return ids.to(device), (None if bool(mask.all()) else mask.to(device))
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, task, examples, *, style, gen_length, steps, block_length, batch_size=64,
+             progress=False):
+    """Greedy held-out accuracy, d1's protocol (Sec. 4): generate at temperature 0, score each answer
+    with the task's scorer, average the scores (for Sudoku, the fraction of blanks right).
+    Returns (accuracy, [(text, score), ...])."""
+    from tqdm import tqdm
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    results = []
+    for i in tqdm(range(0, len(examples), batch_size), desc="evaluating", disable=not progress, leave=False):
+        chunk = examples[i:i + batch_size]
+        ids, mask = prompt_batch(tokenizer, task, chunk, style, device)
+        out = generate(model, ids, gen_length=gen_length, steps=steps, block_length=block_length,
+                       mask_id=tokenizer.mask_id, attention_mask=mask)
+        texts = [tokenizer.decode(row) for row in out[:, ids.shape[1]:].tolist()]
+        results += [(text, task.score(text, ex)[0]) for text, ex in zip(texts, chunk)]
+    model.train(was_training)
+    return sum(s for _, s in results) / max(len(results), 1), results
+
+
 def render(tokenizer, ids):
     """The answer as text, a masked position shown as '_' (for --show)."""
     return "".join("_" if t == tokenizer.mask_id else tokenizer.decode([t]) for t in ids.tolist())

@@ -1,0 +1,248 @@
+"""Masked SFT: d1's first stage, with LLaDA's SFT objective.
+
+LLaDA (arXiv 2502.09992) Sec. 2.3, Eq. 5 and Alg. 2; d1 (arXiv 2504.12216) Sec. 3.3.
+For a (prompt p0, answer r0) pair, draw t per sequence, mask each *answer* token independently
+with probability t (the prompt is never masked), and train the mask predictor to recover the
+masked answer tokens, each cross-entropy weighted by 1/t:
+
+    L = - E_t [ (1 / (t L')) sum_i 1[r_t^i = M] log p_theta(r_0^i | p0, r_t) ]        (Eq. 5, Alg. 2)
+
+L' is the answer length *including* its end-of-text padding: the padding is part of the answer,
+masked and predicted like any token, so the model learns where to stop (LLaDA Sec. 2.3).
+
+    python sft.py                                   # toy model, toy Sudoku, a few minutes on a CPU
+    python sft.py --task countdown --steps 600
+    python sft.py --model path/to/LLaDA-8B-Instruct --task s1k --data s1k.jsonl   # d1's SFT data
+
+Departures:
+1. t = (1 - eps) U(0,1) + eps with eps = 1e-3, as LLaDA's code (avoids dividing by t near 0).
+2. The loss is normalised per sequence by its answer length, then averaged over the batch (LLaDA's
+   GUIDELINES). d1's code divides the batch sum by the number of answer tokens in the batch instead
+   (`--norm batch`); the two agree when all answers have the same length, as in the toy tasks.
+3. Logits are computed only at the masked answer positions; nothing else enters the loss.
+"""
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import model as model_lib
+import sample
+import tasks
+from model import option
+
+
+@dataclass
+class SFTConfig:
+    model: str = option("toy", "a preset (random init) or a checkpoint folder to start from")
+    task: str = option("sudoku", f"a task of tasks.py ({', '.join(tasks.TASKS)}) or s1k (needs --data)")
+    data: str = option(None, "training data file (default: the task's seeded generator)")
+    test_data: str = option(None, "held-out data file (default: the task's generator, test split)")
+    n_train: int = option(20000, "training examples drawn from the generator")
+    n_eval: int = option(256, "held-out examples evaluated every eval_every steps")
+    steps: int = option(300, "optimiser steps")
+    batch_size: int = option(64, "sequences per step")
+    lr: float = option(1e-3, "peak learning rate (linear warmup, then constant)")
+    warmup: int = option(20, "warmup steps")
+    weight_decay: float = option(0.1, "AdamW weight decay (LLaDA: 0.1)")
+    grad_clip: float = option(1.0, "gradient-norm clip")
+    eps: float = option(1e-3, "t = (1 - eps) U + eps")
+    norm: str = option("sequence", "loss normalisation: sequence (LLaDA) or batch (d1's code)")
+    gen_length: int = option(16, "answer length: padded with end-of-text to this length; also the eval length")
+    block_length: int = option(16, "block length of the evaluation sampler")
+    diffusion_steps: int = option(16, "denoising steps of the evaluation sampler")
+    log_every: int = option(25, "print a log line every this many steps")
+    eval_every: int = option(100, "evaluate every this many steps (0: only at the end)")
+    out: str = option("runs/sft-toy", "folder for the checkpoint and log.jsonl")
+    seed: int = option(0, "seed of the weights, the data order and the masks")
+    device: str = option(model_lib.default_device(), "cuda, mps or cpu")
+
+
+# d1's settings for LLaDA-8B (PAPERS.md 2.6): lr 1e-5, wd 0.1, clip 1.0, sequence length 4096.
+MODEL_DEFAULTS = {"llada-8b": dict(task="s1k", lr=1e-5, warmup=0, grad_clip=1.0, batch_size=1, steps=2500,
+                                   gen_length=256, block_length=32, diffusion_steps=128, norm="batch",
+                                   out="runs/sft-llada-8b", n_eval=64)}
+
+
+# ----------------------------------------------------------------------------- the objective
+
+def pad_answers(tokenizer, pairs, gen_length):
+    """(prompt ids, answer ids) pairs -> (B, T) rows [prompt | answer | EOS ...] and prompt lengths (B,).
+
+    Each answer is padded with end-of-text to gen_length, then every row to the longest row; all
+    of the padding belongs to the answer (LLaDA Sec. 2.3)."""
+    rows, prompt_len = [], []
+    for p, a in pairs:
+        a = a[:gen_length]
+        rows.append(p + a + [tokenizer.eos_id] * (gen_length - len(a)))
+        prompt_len.append(len(p))
+    T = max(len(r) for r in rows)
+    ids = torch.tensor([r + [tokenizer.eos_id] * (T - len(r)) for r in rows], dtype=torch.long)
+    return ids, torch.tensor(prompt_len)
+
+
+def forward_process(ids, prompt_len, mask_id, eps=1e-3, generator=None):
+    """Mask each answer token with probability t, never the prompt (LLaDA Eq. 7 on the answer, Alg. 2).
+    Returns noisy ids (B, T), the mask (B, T) and t (B,)."""
+    B, T = ids.shape
+    t = (1 - eps) * torch.rand(B, generator=generator) + eps  # (B,)
+    answer = torch.arange(T)[None, :] >= prompt_len[:, None]  # (B, T)
+    masked = (torch.rand(B, T, generator=generator) < t[:, None]) & answer
+    return ids.masked_fill(masked.to(ids.device), mask_id), masked.to(ids.device), t.to(ids.device)
+
+
+def sft_loss(model, ids, prompt_len, mask_id, eps=1e-3, norm="sequence", generator=None):
+    """Eq. 5 / Alg. 2: sum over masked answer tokens of CE / t, over the answer length.
+    Returns (loss, unscaled loss = mean CE over masked tokens, number of masked tokens)."""
+    noisy, masked, t = forward_process(ids, prompt_len, mask_id, eps, generator)
+    logits = model(noisy, logits_at=masked)  # (N, V): only the masked positions
+    ce = F.cross_entropy(logits.float(), ids[masked], reduction="none")  # (N,)
+    row = masked.nonzero()[:, 0]  # (N,) the sequence of each masked token
+    weighted = torch.zeros(ids.shape[0], device=ids.device).index_add_(0, row, ce / t[row])  # (B,)
+    answer_len = (ids.shape[1] - prompt_len).to(ids.device).float()  # (B,) includes the EOS padding
+    if norm == "sequence":
+        loss = (weighted / answer_len).mean()
+    else:
+        loss = weighted.sum() / answer_len.sum()
+    n = int(masked.sum())
+    return loss, ce.sum() / max(n, 1), n
+
+
+# ----------------------------------------------------------------------------- data
+
+def s1k_records(path):
+    """s1K-style records from JSON or JSON Lines: question, reasoning trace, answer.
+
+    Reads s1K's own columns (question, thinking_trajectories, attempt, solution) or the partial
+    copy's (problem, solution, thinking). Where a record has no reasoning trace its solution stands
+    in; where it has no attempt, the solution is the answer."""
+    text = Path(path).read_text(encoding="utf-8")
+    rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
+    out = []
+    for i, r in enumerate(rows):
+        question = r.get("question") or r.get("problem")
+        if not question:
+            raise ValueError(f"{path}: record {i} has no question (or problem) field")
+        trace = r.get("thinking_trajectories") or r.get("thinking") or r.get("solution") or ""
+        trace = trace[0] if isinstance(trace, list) else trace
+        answer = r.get("attempt") or r.get("solution") or ""
+        out.append(dict(question=question, reasoning=trace, answer=answer))
+    if not out:
+        raise ValueError(f"{path} holds no records")
+    return out
+
+
+def s1k_pairs(tokenizer, records):
+    """d1's SFT rows: chat-templated system prompt + question, then
+    <reasoning>{trace}</reasoning>\\n<answer>{answer}</answer> and end-of-turn."""
+    pairs = []
+    for r in records:
+        prompt = tokenizer.encode(tokenizer.chat(tasks.SYSTEM_PROMPT + "\n\n" + r["question"]))
+        target = f"<reasoning>{r['reasoning']}</reasoning>\n<answer>{r['answer']}</answer>"
+        pairs.append((prompt, tokenizer.encode(target) + [tokenizer.eot_id]))
+    return pairs
+
+
+def task_examples(task, path, n, seed, split):
+    if path:
+        examples = task.load(path, split=split)
+    elif hasattr(task, "generate"):
+        examples = task.generate(n, seed=seed, split=split)
+    else:
+        raise ValueError(f"task {task.name} has no generator: pass --data/--test_data (a {split} file)")
+    if not examples:
+        raise ValueError(f"no {split} examples for task {task.name}")
+    return examples
+
+
+def task_pairs(tokenizer, task, examples, style):
+    """(prompt ids, answer ids) of a task's worked solutions; chat answers end with end-of-turn."""
+    eot = [tokenizer.eot_id] if style == "chat" else []
+    return [(sample.encode_prompt(tokenizer, task, ex, style), tokenizer.encode(task.target(ex, style)) + eot)
+            for ex in examples]
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def lr_at(step, cfg):
+    return cfg.lr * min(1.0, step / max(cfg.warmup, 1))
+
+
+def evaluate_model(net, tokenizer, task, test, style, cfg):
+    acc, _ = sample.evaluate(net, tokenizer, task, test, style=style, gen_length=cfg.gen_length,
+                             steps=cfg.diffusion_steps, block_length=cfg.block_length, progress=True)
+    return acc
+
+
+def train(cfg):
+    """Run masked SFT; returns (model, final held-out accuracy or None)."""
+    from tqdm import tqdm
+    if cfg.norm not in ("sequence", "batch"):
+        raise ValueError(f"--norm must be sequence or batch, not {cfg.norm!r}")
+    sample.check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", 0.0, 0.0)
+    net = model_lib.load_model(cfg.model, device=cfg.device, seed=cfg.seed)
+    folder = None if cfg.model in model_lib.PRESETS else cfg.model
+    tokenizer = model_lib.get_tokenizer(net.config, folder)
+    style = "toy" if net.config.tokenizer == "bytes" else "chat"
+    if cfg.task == "s1k":
+        if not cfg.data:
+            raise ValueError("--task s1k needs --data: a JSON/JSONL copy of simplescaling/s1K")
+        task, test, pairs = None, [], s1k_pairs(tokenizer, s1k_records(cfg.data))
+    else:
+        task = tasks.get_task(cfg.task)
+        pairs = task_pairs(tokenizer, task, task_examples(task, cfg.data, cfg.n_train, cfg.seed, "train"), style)
+        test = task_examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test")[:cfg.n_eval]
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed)
+    log = open(out / "log.jsonl", "a")
+    acc = None
+    net.train()
+    bar = tqdm(range(1, cfg.steps + 1), desc="sft")
+    t0, tokens = time.time(), 0
+    for step in bar:
+        batch = [pairs[i] for i in torch.randint(len(pairs), (cfg.batch_size,), generator=g).tolist()]
+        ids, prompt_len = pad_answers(tokenizer, batch, cfg.gen_length)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device == "cuda"):
+            loss, unscaled, _ = sft_loss(net, ids.to(cfg.device), prompt_len, tokenizer.mask_id, cfg.eps, cfg.norm, g)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; the last checkpoint in {out} is kept")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        tokens += ids.numel()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        record = dict(step=step, loss=loss.item(), unscaled=unscaled.item(), lr=lr_at(step, cfg))
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            dt = time.time() - t0
+            record.update(tokens_per_s=tokens / dt, seqs_per_s=step * cfg.batch_size / dt)
+            tqdm.write(f"step {step:5d} | loss {loss.item():.4f} | unscaled {unscaled.item():.4f} | "
+                       f"{record['tokens_per_s']:.0f} tok/s")
+        if task and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+            acc = record["accuracy"] = evaluate_model(net, tokenizer, task, test, style, cfg)
+            tqdm.write(f"step {step:5d} | held-out accuracy {acc:.2%} ({len(test)} examples)")
+            model_lib.save(net, out)
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+    model_lib.save(net, out)
+    (out / "sft_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    log.close()
+    return net, acc
+
+
+def main(argv=None):
+    cfg = model_lib.parse_config(SFTConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS)
+    net, acc = train(cfg)
+    print(f"SFT done: checkpoint in {cfg.out}" + (f", held-out accuracy {acc:.2%}" if acc is not None else ""))
+
+
+if __name__ == "__main__":
+    main()

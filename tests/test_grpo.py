@@ -1,0 +1,125 @@
+"""diffu_grpo.py: the one-step log-prob estimator, advantages and the diffu-GRPO loss."""
+import torch
+import torch.nn.functional as F
+
+import diffu_grpo as dg
+
+MASK = 300
+
+
+def test_prompt_masking_rate_is_p_mask():
+    prompt = torch.randint(0, 300, (200, 100))
+    g = torch.Generator().manual_seed(0)
+    rates = [(dg.mask_prompt(prompt, 0.15, MASK, g) == MASK).float().mean().item() for _ in range(10)]
+    assert abs(sum(rates) / 10 - 0.15) < 0.005  # 200,000 draws: ~6 standard errors
+    a, b = dg.mask_prompt(prompt, 0.15, MASK, g), dg.mask_prompt(prompt, 0.15, MASK, g)
+    assert not torch.equal(a, b)  # a fresh pattern each inner step
+    kept = a != MASK
+    assert torch.equal(a[kept], prompt[kept])
+
+
+def test_log_probs_equal_a_hand_computation(tiny):
+    g = torch.Generator().manual_seed(3)
+    prompt = torch.randint(0, 300, (2, 7), generator=g)
+    completion = torch.randint(0, 300, (2, 5), generator=g)
+    masked_prompt = dg.mask_prompt(prompt, 0.3, MASK, g)
+    logp = dg.per_token_logps(tiny, masked_prompt, completion, MASK)
+    x = torch.cat([masked_prompt, torch.full((2, 5), MASK)], 1)  # the answer is fully masked
+    with torch.no_grad():
+        full = F.log_softmax(tiny(x), -1)  # (2, 12, V)
+    expected = torch.tensor([[full[b, 7 + k, completion[b, k]].item() for k in range(5)] for b in range(2)])
+    torch.testing.assert_close(logp.detach(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_log_probs_ignore_left_padding(tiny):
+    g = torch.Generator().manual_seed(4)
+    prompt = torch.randint(0, 300, (1, 6), generator=g)
+    completion = torch.randint(0, 300, (1, 4), generator=g)
+    padded = torch.cat([torch.randint(0, 300, (1, 3), generator=g), prompt], 1)
+    am = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 1]])
+    a = dg.per_token_logps(tiny, prompt, completion, MASK)
+    b = dg.per_token_logps(tiny, padded, completion, MASK, attention_mask=am)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_advantages_are_centred_per_group():
+    r = torch.tensor([1.0, 0.0, 0.5, 0.5, 2.0, 2.0, 2.0, 2.0])
+    assert dg.group_advantages(r, 4).tolist() == [0.5, -0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    scaled = dg.group_advantages(r, 4, scale=True)
+    torch.testing.assert_close(scaled[:4], torch.tensor([0.5, -0.5, 0, 0]) / (r[:4].std() + 1e-4))
+
+
+def test_completion_mask_runs_through_the_first_stop_token():
+    c = torch.tensor([[5, 6, 1, 7, 1], [5, 5, 5, 5, 5], [2, 1, 1, 1, 1]])
+    assert dg.completion_mask(c, [1, 2]).tolist() == [[True, True, True, False, False], [True] * 5,
+                                                      [True, False, False, False, False]]
+
+
+def test_loss_equals_a_hand_computation():
+    logp = torch.tensor([[-1.0, -2.0], [-0.5, -3.0]])
+    old = torch.tensor([[-1.5, -2.0], [-0.2, -2.0]])
+    ref = torch.tensor([[-1.0, -1.0], [-1.0, -3.0]])
+    adv = torch.tensor([1.0, -2.0])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    eps, beta = 0.2, 0.1
+    tok, kl, clipped = dg.grpo_token_loss(logp, old, ref, adv, eps, beta)
+    import math
+    expected = []
+    for i in range(2):
+        for k in range(2):
+            rho = math.exp(logp[i, k] - old[i, k])
+            a = adv[i].item()
+            d = (ref[i, k] - logp[i, k]).item()
+            expected.append(-min(rho * a, min(max(rho, 1 - eps), 1 + eps) * a) + beta * (math.exp(d) - d - 1))
+    torch.testing.assert_close(tok.flatten(), torch.tensor(expected))
+    loss = dg.reduce_loss(tok, mask, "token", mask.sum(), 2)
+    torch.testing.assert_close(loss, torch.tensor((expected[0] + expected[1] + expected[2]) / 3))
+    seq = dg.reduce_loss(tok, mask, "sequence", mask.sum(), 2)
+    torch.testing.assert_close(seq, torch.tensor(((expected[0] + expected[1]) / 2 + expected[2]) / 2))
+    # A > 0 clips rho > 1 + eps: (0,0) rho = e^0.5; A < 0 clips rho < 1 - eps: (1,0) e^-0.3, (1,1) e^-1
+    assert clipped.tolist() == [[True, False], [True, True]]
+
+
+def test_mu_1_beta_0_gradient_is_the_policy_gradient(tiny):
+    g = torch.Generator().manual_seed(5)
+    prompt = torch.randint(0, 300, (4, 6), generator=g)
+    completion = torch.randint(0, 300, (4, 3), generator=g)
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    mask = torch.tensor([[1.0, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]])
+    mp = dg.mask_prompt(prompt, 0.15, MASK, g)
+
+    def grads(loss_fn):
+        tiny.zero_grad()
+        loss_fn(dg.per_token_logps(tiny, mp, completion, MASK)).backward()
+        return [p.grad.clone() for p in tiny.parameters()]
+
+    def grpo(logp):
+        tok, _, _ = dg.grpo_token_loss(logp, logp.detach(), logp.detach(), adv, 0.2, 0.0)
+        return dg.reduce_loss(tok, mask, "token", mask.sum(), 4)
+
+    plain = grads(lambda logp: -(adv[:, None] * logp * mask).sum() / mask.sum())
+    for a, b in zip(grads(grpo), plain):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    tiny.zero_grad()
+
+
+def test_clipping_zeroes_the_gradient_outside_the_trust_region():
+    logp = torch.tensor([[0.5, -0.5, 0.5, -0.5, 0.0]], requires_grad=True)
+    old = torch.zeros(1, 5)
+    for a, zero in [(1.0, [True, False, False, False, False]), (-1.0, [False, True, False, False, False])]:
+        logp.grad = None
+        tok, _, _ = dg.grpo_token_loss(logp, old, old, torch.tensor([a]), 0.2, 0.0)
+        tok.sum().backward()
+        # A > 0: rho = e^0.5 > 1.2 is clipped (no gradient), rho = e^-0.5 < 0.8 is not; A < 0 the opposite
+        assert [bool(x == 0) for x in logp.grad[0]][:2] == zero[:2]
+        assert logp.grad[0, 4] != 0
+
+
+def test_micro_batching_does_not_change_the_loss():
+    torch.manual_seed(0)
+    tok = torch.rand(6, 4)
+    mask = (torch.rand(6, 4) > 0.3).float()
+    for norm in ("token", "sequence"):
+        whole = dg.reduce_loss(tok, mask, norm, mask.sum(), 6)
+        parts = sum(dg.reduce_loss(tok[c], mask[c], norm, mask.sum(), 6) for c in (slice(0, 4), slice(4, 6)))
+        torch.testing.assert_close(whole, parts)

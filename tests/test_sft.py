@@ -1,0 +1,50 @@
+"""sft.py: LLaDA's SFT forward process and loss (Eq. 5, Alg. 2)."""
+import torch
+import torch.nn.functional as F
+
+import sft
+
+MASK = 300
+
+
+def test_forward_process_masks_only_the_answer_at_rate_t():
+    B, T = 64, 2000
+    ids = torch.randint(0, 300, (B, T))
+    prompt_len = torch.randint(1, 50, (B,))
+    noisy, masked, t = sft.forward_process(ids, prompt_len, MASK, generator=torch.Generator().manual_seed(0))
+    answer = torch.arange(T)[None] >= prompt_len[:, None]
+    assert not masked[~answer].any()  # the prompt is never masked
+    assert torch.equal(noisy[~masked], ids[~masked]) and (noisy[masked] == MASK).all()
+    rate = masked.sum(1) / answer.sum(1)
+    assert (rate - t).abs().max() < 0.05  # each row is masked at its own rate t
+    assert t.min() >= 1e-3 and t.max() <= 1  # t = (1 - eps) U + eps
+
+
+def test_sft_loss_equals_a_hand_computation(tiny):
+    ids = torch.randint(0, 300, (3, 12), generator=torch.Generator().manual_seed(1))
+    prompt_len = torch.tensor([4, 6, 5])
+    loss, unscaled, n = sft.sft_loss(tiny, ids, prompt_len, MASK, generator=torch.Generator().manual_seed(7))
+    noisy, masked, t = sft.forward_process(ids, prompt_len, MASK, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        logp = F.log_softmax(tiny(noisy), -1)  # (B, T, V), the whole sequence
+    per_row = []
+    for b in range(3):
+        nll = [-logp[b, i, ids[b, i]] for i in range(12) if masked[b, i]]
+        per_row.append(sum(nll) / t[b] / (12 - prompt_len[b]))
+    torch.testing.assert_close(loss, torch.stack(per_row).mean(), atol=1e-5, rtol=1e-5)
+    all_nll = torch.stack([-logp[b, i, ids[b, i]] for b in range(3) for i in range(12) if masked[b, i]])
+    torch.testing.assert_close(unscaled, all_nll.mean(), atol=1e-5, rtol=1e-5)
+    assert n == int(masked.sum())
+    batch_loss, _, _ = sft.sft_loss(tiny, ids, prompt_len, MASK, norm="batch", generator=torch.Generator().manual_seed(7))
+    expected = sum(per_row[b] * (12 - prompt_len[b]) for b in range(3)) / (36 - prompt_len.sum())
+    torch.testing.assert_close(batch_loss, expected, atol=1e-5, rtol=1e-5)
+
+
+class Tok:
+    eos_id = 99
+
+
+def test_answers_are_padded_with_end_of_text_that_counts_as_answer():
+    ids, prompt_len = sft.pad_answers(Tok, [([1, 2, 3], [7, 8]), ([4], [9, 9, 9, 9, 9, 9])], gen_length=4)
+    assert ids.tolist() == [[1, 2, 3, 7, 8, 99, 99], [4, 9, 9, 9, 9, 99, 99]]  # answer cut to 4, then row padding
+    assert prompt_len.tolist() == [3, 1]
