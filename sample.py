@@ -173,7 +173,7 @@ def evaluate(model, tokenizer, task, examples, *, style, gen_length, steps, bloc
         out = generate(model, ids, gen_length=gen_length, steps=steps, block_length=block_length,
                        mask_id=tokenizer.mask_id, attention_mask=mask)
         texts = [tokenizer.decode(row) for row in out[:, ids.shape[1]:].tolist()]
-        results += [(text, task.score(text, ex)[0]) for text, ex in zip(texts, chunk)]
+        results += [(text, task.score(text, ex, style=style)[0]) for text, ex in zip(texts, chunk)]
     model.train(was_training)
     return sum(s for _, s in results) / max(len(results), 1), results
 

@@ -141,7 +141,7 @@ def s1k_pairs(tokenizer, records):
     <reasoning>{trace}</reasoning>\\n<answer>{answer}</answer> and end-of-turn."""
     pairs = []
     for r in records:
-        prompt = tokenizer.encode(tokenizer.chat(tasks.SYSTEM_PROMPT + "\n\n" + r["question"]))
+        prompt = tokenizer.encode(tokenizer.chat(tasks.XML_SYSTEM_PROMPT + "\n\n" + r["question"]))
         target = f"<reasoning>{r['reasoning']}</reasoning>\n<answer>{r['answer']}</answer>"
         pairs.append((prompt, tokenizer.encode(target) + [tokenizer.eot_id]))
     return pairs

@@ -1,0 +1,1000 @@
+"""The four benchmarks of d1: GSM8K, MATH500, Countdown and Sudoku (data, prompts, rewards, scoring).
+
+d1 (Zhao et al. 2025, arXiv 2504.12216) evaluates on these tasks (Sec. 4) and trains one
+diffu-GRPO model per task with rule-based rewards (Sec. 3.2 and the appendix). The paper only
+describes the rewards and parsers; every exact behaviour here (prompt texts, regexes,
+normalisation, quirks) comes from the official code: diffu-grpo/reward_func.py, data_utils.py,
+math500_utils.py and eval/{gsm8k,math500,countdown,sudoku}.py, parse_and_get_acc.py,
+parser_helper.py. Pure standard library, so that every other script and the tests import it
+cheaply. Model output is untrusted input: nothing here evals it, and no scorer or reward
+raises or backtracks badly on any string.
+
+Usage
+    python tasks.py score --task gsm8k --file generations.jsonl [--out scored.jsonl] [--corrected]
+    python tasks.py show --task sudoku -n 3 [--file data.csv]
+    python tasks.py download --task gsm8k --split test --dest data/gsm8k    (needs internet)
+
+Interface: TASKS / get_task(name) -> a task with
+    load(path, split)              Examples from a local file (or folder); `download` knows the source
+    generate(n, seed, split)       Sudoku and Countdown only: seeded, reproducible
+    prompt(ex, style), target(ex, style)
+    reward_funcs(style), max_reward(style)    named f(completion, example) -> float
+    score(generation, truth, corrected=False, question=None, style="chat") -> (score, extracted)
+    score_rows(rows, corrected)   (accuracy %, per-row results) for d1's generation files;
+                                   Sudoku.cells() gives d1's per-item correct/empty counts
+
+Prompt styles
+    chat       the user message of d1's RL prompt: system prompt + instruction + question.
+               The caller applies LLaDA's chat template (no special tokens here).
+    chat_eval  the user message of d1's evaluation prompt (asks for \\boxed{}); d1 then pre-fills
+               the assistant turn with EVAL_PREFILL = "<reasoning>" after the template.
+    toy        a few ASCII bytes for a byte-level toy model, answered on one line:
+               "sudoku 3102200002100320\\n" -> "3142243142131324"
+               "countdown 30 100 93 -> 23\\n" -> "30-100+93"
+               "gsm8k <question>\\n" -> "72"          "math <problem>\\n" -> "\\frac{1}{2}"
+
+d1 quirks kept (comments mark them): GSM8K takes the first \\boxed{} holding a number, reads
+"1,000" as 1 and drops the sign of negative ground truths; its format regexes lack re.DOTALL,
+so the soft format never matches "<reasoning>\\n..."; xml-count charges trailing text twice;
+MATH's format reward looks for a backspace ("\\b"), and with nothing boxed the whole generation
+is compared; Countdown falls back to the whole generation and accepts ** // and decimals;
+Sudoku takes the first of five patterns, pads/truncates to 16 and reports cell accuracy.
+
+Deliberate departures from d1's code (its verdicts are kept unless noted)
+ 1. Countdown expressions are parsed with `ast` and evaluated over numbers with + - * / // **
+    only (d1 evals anything its character filter lets through). A power whose result would
+    exceed 2**10000 counts as "could not evaluate": d1 hangs on it (`9**9**9`) or gets a
+    number that cannot equal a Countdown target. Expressions nested over ~2900 levels deep
+    may fail here where CPython's eval still copes.
+ 2. d1's regexes that backtrack quadratically on long strings (`<answer>(.*?)</answer>`,
+    `\\boxed{(.*?)}`, the soft-format and Sudoku patterns) are re-expressed as linear scans
+    with identical matches; tests/test_tasks.py checks them against the original regexes.
+ 3. Rewards first drop LLaDA's special tokens (`<|eot_id|>`...), since d1 decodes completions
+    with skip_special_tokens=True; the scorers see the raw text, as d1's evaluation does.
+ 4. `corrected=True` gives a fixed verdict where d1's is demonstrably wrong: Sudoku scores the
+    answer against the valid solution of the puzzle that it matches best (124 of the 500 test
+    puzzles have several; d1 lists one); GSM8K removes thousands separators and keeps the sign
+    of ground truths; Countdown allows only + - * / on integers, as the task says. MATH500 has
+    no correction.
+ 5. `reward_funcs(style, d1_quirks=False)` fixes two reward bugs that d1 keeps by default:
+    the missing re.DOTALL (later upstream commits add it) and the backspace in "\\boxed".
+ 6. d1's training files for Sudoku and Countdown are not public in usable form, so both have
+    seeded generators; Sudoku holds out whole solution grids (every 6th of the 288).
+ 7. The xml-count reward is d1's, so it can be negative (-0.001 per character after the
+    closing tag); every other reward lies in [0, its maximum].
+"""
+import argparse
+import ast
+import csv
+import itertools
+import json
+import operator
+import random
+import re
+import sys
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+# ----------------------------------------------------------------------------- prompts (d1 code)
+XML_SYSTEM_PROMPT = "\nRespond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>\n"
+SYSTEM_PROMPT = XML_SYSTEM_PROMPT  # d1's name for it (diffu-grpo/data_utils.py)
+_XML_EXAMPLE = ("Respond in the following format:\n<reasoning>\nYour reasoning here\n</reasoning>\n"
+                "<answer>\n\\boxed{...}\n</answer>")
+_MATH_EXPERT = ("You are a math expert. You will be given a question to solve. Solve it step by step. "
+                "Wrap the final answer in a \\boxed{}.")
+GSM_EVAL_PROMPT = _MATH_EXPERT + " \n" + _XML_EXAMPLE
+MATH_EVAL_PROMPT = _MATH_EXPERT + "\n" + _XML_EXAMPLE + '" \n'  # sic: d1's prompt has a stray quote
+COUNTDOWN_EVAL_PROMPT = (
+    "Using only the provided numbers, create an arithmetic expression that evaluates to exactly the provided "
+    "target number. You may use the operations +, -, *, and / as needed, but each number must be used exactly "
+    "once. Think step-by-step. After reasoning, provide only your final expression inside \\boxed{} tags without "
+    "including an equals sign or the target number. For example: \\boxed{a + b * c}" + _XML_EXAMPLE)
+SUDOKU_SYSTEM_PROMPT = (
+    "\nPlease solve the following 4x4 Sudoku puzzle. The puzzle is provided as a 16-character string reading "
+    "left-to-right, top-to-bottom, where '0' represents empty cells.\n\nRules:\n- Fill empty cells with digits 1-4\n"
+    "- Each row must contain digits 1-4 exactly once\n- Each column must contain digits 1-4 exactly once\n"
+    "- Each 2x2 box must contain digits 1-4 exactly once\n\nImportant: Your solution must be a COMPLETE "
+    "16-character string with only the digits 1-4, representing your final solved grid.\n\nRespond in this exact "
+    "format:\n<reasoning>\nYour step-by-step solving process\n</reasoning>\n<answer>\n"
+    "[16-character solution string with no spaces or separators]\n</answer>\n")
+EVAL_PREFILL = "<reasoning>"
+_SPECIAL = re.compile(r"<\|[A-Za-z0-9_]+\|>")  # <|eot_id|>, <|endoftext|>, <|mdm_mask|>, ...
+
+
+@dataclass
+class Example:
+    question: str  # the question as d1 poses it (the `question` field of its generation files)
+    answer: object  # what score() takes: GSM8K the '####' text, MATH the answer, Countdown
+    #                 [nums, target], Sudoku the solution
+    rationale: str | None = None  # worked solution (GSM8K, MATH)
+    nums: list | None = None  # Countdown
+    target: int | None = None  # Countdown
+    puzzle: str | None = None  # Sudoku, '0' = blank
+    solution: str | None = None  # Sudoku
+    expression: str | None = None  # Countdown: a known solving expression (generator)
+
+
+# ----------------------------------------------------------------------------- linear-time d1 regexes
+_WS = re.compile(r"\s*")
+_DIGITS_WS = re.compile(r"[\d\s]*")
+_BRACE = re.compile(r"[{}]")
+_NUMBER = re.compile(r"-?\d+\.?\d*")
+
+
+def _find(s, sub, start=0):
+    """str.find with len(s) instead of -1, so that 'not found' sorts last."""
+    i = s.find(sub, start)
+    return len(s) if i < 0 else i
+
+
+def _first_between(s, start, ends):
+    """group(1) of re.search(start + r"(.*?)(?:end1|end2..)", s, re.DOTALL), or None."""
+    a = s.find(start)
+    if a < 0:
+        return None
+    a += len(start)
+    e = min(_find(s, end, a) for end in ends)
+    return s[a:e] if e < len(s) else None
+
+
+def _answer_tags(s):
+    """re.findall(r"<answer>(.*?)</answer>", s, re.DOTALL)."""
+    out, pos = [], 0
+    while (a := s.find("<answer>", pos)) >= 0 and (b := s.find("</answer>", a + 8)) >= 0:
+        out.append(s[a + 8:b])
+        pos = b + 9
+    return out
+
+
+def _xml_answer(s):
+    """d1's extract_xml_answer: s.split("<answer>")[-1].split("</answer>")[0].strip()."""
+    return s.rpartition("<answer>")[2].partition("</answer>")[0].strip()
+
+
+def _count_xml(s):
+    """d1's count_xml, 0.125 per tag; the trailing-text penalty can make it negative."""
+    count = 0.0
+    if s.count("<reasoning>\n") == 1:
+        count += 0.125
+    if s.count("\n</reasoning>\n") == 1:
+        count += 0.125
+    if s.count("\n<answer>\n") == 1:
+        count += 0.125
+        count -= len(s.rpartition("\n</answer>\n")[2]) * 0.001  # whole text if the tag is absent
+    if s.count("\n</answer>") == 1:
+        count += 0.125
+        count -= (len(s.rpartition("\n</answer>")[2]) - 1) * 0.001
+    return count
+
+
+def _soft_format(s, dotall):
+    """re.match(r"<reasoning>.*?</reasoning>\\s*<answer>.*?</answer>", s[, re.DOTALL])."""
+    if not s.startswith("<reasoning>"):
+        return False
+    line_end = len(s) if dotall else _find(s, "\n", 11)  # without DOTALL .*? stays on one line
+    r, close, nl = 11, -1, -1
+    while (r := s.find("</reasoning>", r, line_end)) >= 0:
+        w = _WS.match(s, r + 12).end()
+        if s.startswith("<answer>", w):
+            a = w + 8
+            close = close if close >= a else _find(s, "</answer>", a)
+            if close == len(s):
+                return False  # no closing tag after any later <answer> either
+            nl = nl if nl >= a else _find(s, "\n", a)
+            if dotall or close < nl:
+                return True
+        r += 1
+    return False
+
+
+def _strict_format(s, dotall):
+    """re.match(r"^<reasoning>\\n.*?\\n</reasoning>\\n<answer>\\n.*?\\n</answer>\\n$", s[, re.DOTALL])."""
+    mid, end = "\n</reasoning>\n<answer>\n", "\n</answer>\n"
+    if not s.startswith("<reasoning>\n"):
+        return False
+    ends = [len(s) - 11] + ([len(s) - 12] if s.endswith("\n") else [])  # `$` may precede a final \n
+    if dotall:
+        p = s.find(mid, 12)
+        return p >= 0 and any(q >= p + 23 and s.startswith(end, q) for q in ends)
+    p = s.find("\n", 12)
+    if p < 0 or not s.startswith(mid, p):
+        return False
+    q = s.find("\n", p + 23)
+    return q in ends and s.startswith(end, q)
+
+
+# ----------------------------------------------------------------------------- MATH normalisation (d1's parser_helper)
+def last_boxed_only_string(s):
+    """The last \\boxed{...} (or \\fbox{...}) with balanced braces; None if unclosed; s if absent."""
+    if "\\boxed " in s:  # d1: "\boxed 5$" form, checked before anything else
+        return "\\boxed " + s.rpartition("\\boxed ")[2].partition("$")[0]
+    idx = s.rfind("\\boxed")
+    if idx < 0 and (idx := s.rfind("\\fbox")) < 0:
+        return s
+    depth = 0
+    for m in _BRACE.finditer(s, idx):
+        depth += 1 if m.group() == "{" else -1
+        if m.group() == "}" and depth == 0:
+            return s[idx:m.end()]
+    return None
+
+
+def remove_boxed(s):
+    if s is None:
+        raise TypeError("nothing boxed")  # d1 raises here too; callers catch it
+    if "\\boxed " in s:
+        if not s.startswith("\\boxed "):
+            raise ValueError(s)
+        return s[7:]
+    return s[7:-1] if s.startswith("\\boxed{") and s.endswith("}") else s
+
+
+def _fix_fracs(s):
+    head, *parts = s.split("\\frac")
+    out = [head]
+    for sub in parts:
+        out.append("\\frac")
+        if sub[0] == "{":  # IndexError on "\frac" at the end: d1 then compares raw strings
+            out.append(sub)
+        elif len(sub) < 2:
+            return s
+        elif sub[1] != "{":
+            out.append("{" + sub[0] + "}{" + sub[1] + "}" + sub[2:])
+        else:
+            out.append("{" + sub[0] + "}" + sub[1:])
+    return "".join(out)
+
+
+def _fix_sqrt(s):
+    head, *parts = s.split("\\sqrt")
+    return head + "".join("\\sqrt" + (p if p[0] == "{" else "{" + p[0] + "}" + p[1:]) for p in parts)
+
+
+def _fix_a_slash_b(s):
+    if s.count("/") != 1:
+        return s
+    a, b = (int(x) for x in s.split("/"))  # ValueError escapes, as in d1
+    return f"\\frac{{{a}}}{{{b}}}" if s == f"{a}/{b}" else s
+
+
+def math_normalize(s):
+    """d1's strip_string (Hendrycks MATH normalisation). Raises where d1's raises."""
+    s = s.replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
+    s = s.replace("tfrac", "frac").replace("dfrac", "frac").replace("\\left", "").replace("\\right", "")
+    s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\$", "")
+    if "\\text{ " in s:  # units
+        parts = s.split("\\text{ ")
+        if len(parts) != 2:
+            raise ValueError("several \\text{ ")
+        s = parts[0]
+    s = s.replace("\\%", "").replace(" .", " 0.").replace("{.", "{0.")
+    if not s:
+        return s
+    if s[0] == ".":
+        s = "0" + s
+    if s.count("=") == 1 and len(s.split("=")[0]) <= 2:
+        s = s.split("=")[1]
+    s = _fix_fracs(_fix_sqrt(s).replace(" ", ""))
+    return _fix_a_slash_b("\\frac{1}{2}" if s == "0.5" else s)
+
+
+def is_equiv(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        return math_normalize(a) == math_normalize(b)
+    except Exception:  # d1 falls back to comparing the raw strings
+        return a == b
+
+
+# ----------------------------------------------------------------------------- safe arithmetic (Countdown)
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_D1_OPS = {**_OPS, ast.FloorDiv: operator.floordiv, ast.Pow: None}
+_D1_CHARS = re.compile(r"[\d+\-*/().\s]+")
+MAX_POW_BITS = 10_000
+
+
+def _pow(a, b):
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1 and b * abs(a).bit_length() > MAX_POW_BITS:
+        raise OverflowError("power too large")
+    return a ** b
+
+
+def _value(node, strict):
+    sign = 1
+    while isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        sign = -sign if isinstance(node.op, ast.USub) else sign  # chains collapse without recursion
+        node = node.operand
+    if isinstance(node, ast.Constant) and type(node.value) in ((int,) if strict else (int, float)):
+        v = node.value
+    elif isinstance(node, ast.BinOp) and type(node.op) in (_OPS if strict else _D1_OPS):
+        x, y = _value(node.left, strict), _value(node.right, strict)
+        v = _pow(x, y) if isinstance(node.op, ast.Pow) else _D1_OPS[type(node.op)](x, y)
+    else:
+        raise ValueError(f"not arithmetic: {ast.dump(node)[:40]}")
+    return -v if sign < 0 else v
+
+
+def safe_eval(expr, strict=False):
+    """Value of an arithmetic expression, or None; never evals. By default it accepts what d1's eval
+    would (its character filter, then Python's grammar: float literals, // and ** included);
+    strict = integers with + - * / and parentheses only."""
+    if not _D1_CHARS.fullmatch(expr):
+        return None
+    try:
+        return _value(ast.parse(expr.strip(), mode="eval").body, strict)
+    except Exception:  # SyntaxError, ZeroDivisionError, OverflowError, RecursionError, MemoryError...
+        return None
+
+
+def _uses_numbers(expr, nums):
+    try:
+        return sorted(int(n) for n in re.findall(r"\d+", expr)) == sorted(nums)
+    except ValueError:  # over 4300 digits
+        return False
+
+
+def _hits(value, target):
+    try:
+        return value is not None and abs(value - target) < 1e-5
+    except Exception:
+        return False
+
+
+def _equation_lhs(s):
+    r"""re.search(r"([0-9+\-*/() ]+)=[0-9. ]+", s).group(1).strip(), or None, in linear time."""
+    for m in re.finditer(r"[0-9+\-*/() ]+", s):  # the group always ends where its run of characters ends
+        if s.startswith("=", m.end()) and s[m.end() + 1:m.end() + 2] in tuple("0123456789. "):
+            return m.group().strip()
+    return None
+
+
+def countdown_solve(nums, target):
+    """A shortest-parenthesised expression over all of `nums` (each once) equal to target, or None."""
+    prec = {"+": 1, "-": 1, "*": 2, "/": 2}
+    ops = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+    for a, b, c in itertools.permutations(nums):
+        for o1, o2 in itertools.product("+-*/", repeat=2):
+            try:  # (a o1 b) o2 c
+                if ops[o2](ops[o1](Fraction(a), b), c) == target:
+                    left = f"{a}{o1}{b}"
+                    return f"({left}){o2}{c}" if prec[o1] < prec[o2] else f"{left}{o2}{c}"
+            except ZeroDivisionError:
+                pass
+            try:  # a o1 (b o2 c)
+                if ops[o1](Fraction(a), ops[o2](Fraction(b), c)) == target:
+                    flat = prec[o2] > prec[o1] or (prec[o2] == prec[o1] and o1 in "+*")
+                    return f"{a}{o1}{b}{o2}{c}" if flat else f"{a}{o1}({b}{o2}{c})"
+            except ZeroDivisionError:
+                pass
+    return None
+
+
+# ----------------------------------------------------------------------------- Sudoku grids
+def _all_grids():
+    grids, cells = [], [0] * 16
+
+    def fill(i):
+        if i == 16:
+            grids.append("".join(map(str, cells)))
+            return
+        r, c = divmod(i, 4)
+        box = [4 * rr + cc for rr in (r // 2 * 2, r // 2 * 2 + 1) for cc in (c // 2 * 2, c // 2 * 2 + 1)]
+        used = ({cells[4 * r + k] for k in range(c)} | {cells[4 * k + c] for k in range(r)}
+                | {cells[j] for j in box if j < i})
+        for d in range(1, 5):
+            if d not in used:
+                cells[i] = d
+                fill(i + 1)
+
+    fill(0)
+    return grids
+
+
+SUDOKU_GRIDS = _all_grids()  # the 288 valid 4x4 grids, sorted
+SUDOKU_TEST_GRIDS = frozenset(SUDOKU_GRIDS[::6])  # 48 grids held out for test
+_HAS = [{d: sum(1 << k for k, g in enumerate(SUDOKU_GRIDS) if g[i] == d) for d in "1234"} for i in range(16)]
+
+
+def _grids_mask(puzzle):
+    """Bit k set <=> SUDOKU_GRIDS[k] agrees with the puzzle's givens."""
+    mask = (1 << len(SUDOKU_GRIDS)) - 1
+    for i, p in enumerate(puzzle):
+        if p != "0":
+            mask &= _HAS[i].get(p, 0)
+    return mask
+
+
+def sudoku_solutions(puzzle):
+    """Every valid grid that agrees with the puzzle's givens."""
+    mask = _grids_mask(puzzle)
+    return [g for k, g in enumerate(SUDOKU_GRIDS) if mask >> k & 1]
+
+
+def _sudoku_d1_answer(s):
+    """d1's eval extraction: the first of five patterns whose group is not blank, whitespace removed."""
+    def backticks():  # <answer>.*?```\s*([\d\s]+)```
+        q = s.find("<answer>") + 8
+        while q >= 8 and (q := s.find("```", q)) >= 0:
+            j = q + 3
+            k = _DIGITS_WS.match(s, j).end()
+            if k > j and s.startswith("```", k):
+                w = _WS.match(s, j, k).end()
+                return s[w:k] if w < k else s[k - 1:k]
+            q += 1
+        return None
+
+    def after_answer():  # </answer>\s*(.*?)(?:<\|eot_id\|>|<\|endoftext\|>|$)
+        c = s.find("</answer>")
+        if c < 0:
+            return None
+        w = _WS.match(s, c + 9).end()
+        ends = [_find(s, "<|eot_id|>", w), _find(s, "<|endoftext|>", w)]
+        return s[w:min(ends + ([len(s) - 1] if s.endswith("\n") and len(s) - 1 >= w else []))]
+
+    def regex(p):
+        m = re.search(p, s)
+        return m and m.group(1)
+
+    for find in (backticks, lambda: _first_between(s, "<answer>", ("<|eot_id|>", "<|endoftext|>", "</answer>")),
+                 after_answer, lambda: regex(r"(\d{16})\s*</answer>"),  # = .*?(\d{16})\s*</answer>
+                 lambda: regex(r"\b(\d{16})\b")):
+        group = find()
+        if group and group.strip():
+            return re.sub(r"\s", "", group.strip())
+    return ""
+
+
+def _fit16(answer):
+    return (answer + "0" * 16)[:16]  # d1 pads short answers with 0 and truncates long ones
+
+
+# ----------------------------------------------------------------------------- tasks
+def _reward(max_value, min_value=0.0):
+    """Tag a reward function with its range (the fuzz tests check it)."""
+    def tag(f):
+        f.max_value, f.min_value = max_value, min_value
+        return f
+    return tag
+
+
+def _attempts(n):
+    """Draws for a generator of n distinct items; raises instead of looping forever."""
+    yield from range(100 * n + 10_000)  # the caller returns once it has n
+    raise ValueError(f"could not draw {n} distinct examples; ask for fewer")
+
+
+def _toy_line(completion):
+    """The answer of a toy completion: its first line, special tokens dropped."""
+    return _SPECIAL.sub("", completion).partition("\n")[0].strip()
+
+
+def _xml(reasoning, answer):
+    return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{answer}\n</answer>"
+
+
+class Task:
+    """Shared plumbing; subclasses define data rows, prompts, rewards and the d1 scorer."""
+    name = toy_tag = ""
+    files = {}  # split -> file name in a data folder
+    sources = {}  # split -> public URL of that file
+    eval_prompt = ""
+
+    # --- data
+    def load(self, path, split="test"):
+        """Examples from a local file (or a folder holding `files[split]`); errors name the line."""
+        path = Path(path)
+        if path.is_dir():
+            if split not in self.files:
+                raise ValueError(f"{self.name}: no {split!r} split; known: {sorted(self.files)}")
+            path = path / self.files[split]
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.name}: no data file at {path} (tasks.download fetches it)")
+        examples = []
+        for lineno, row in self._rows(path):
+            try:
+                ex = self._example(row)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+                raise ValueError(f"{path}:{lineno}: malformed {self.name} row ({e!r})") from None
+            if ex is not None:
+                examples.append(ex)
+        if not examples:
+            raise ValueError(f"{path}: empty file, no {self.name} examples")
+        return examples
+
+    def _rows(self, path):  # JSON Lines; Sudoku overrides for CSV
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield lineno, json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+
+    def download(self, split, dest):
+        """Fetch the public copy of a split into folder `dest` (needs internet; not used by tests)."""
+        if split not in self.sources:
+            raise ValueError(f"{self.name}: no public source for {split!r}; known: {sorted(self.sources)}")
+        out = Path(dest) / self.files[split]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(self.sources[split], timeout=60) as r:
+            out.write_bytes(r.read())
+        return out
+
+    # --- prompts and targets
+    def prompt(self, ex, style="chat"):
+        if style == "chat":
+            return self._chat(ex)
+        if style == "chat_eval":  # d1 eval: system prompt + "\n\n" + question, then EVAL_PREFILL
+            return self.eval_prompt + "\n\n" + ex.question
+        if style == "toy":
+            return self._toy(ex)
+        raise ValueError(f"unknown prompt style {style!r}; known: chat, chat_eval, toy")
+
+    def target(self, ex, style="chat"):
+        """Reference answer text for SFT: the worked solution in d1's XML format, or the toy answer."""
+        if style == "toy":
+            return self._toy_target(ex)
+        if style in ("chat", "chat_eval"):
+            return self._chat_target(ex)
+        raise ValueError(f"unknown style {style!r}")
+
+    def _toy(self, ex):
+        return f"{self.toy_tag} {ex.question}\n"
+
+    def _toy_target(self, ex):
+        return ex.answer
+
+    def _chat_target(self, ex):
+        return _xml(ex.rationale or "", ex.answer)
+
+    # --- rewards
+    def reward_funcs(self, style="chat", d1_quirks=True):
+        """Named rewards f(completion, example) -> float, summed by diffu-GRPO; chat = d1's own."""
+        return self._chat_rewards(d1_quirks) if style.startswith("chat") else [self.toy_reward]
+
+    def max_reward(self, style="chat"):
+        """Sum of the rewards' maxima (d1's nominal 4.0 for GSM8K, 3.0 for MATH). With d1's quirks
+        the reachable maxima are 3.5 (soft and strict format exclude each other) and 2.75."""
+        return sum(f.max_value for f in self.reward_funcs(style))
+
+    # --- evaluation
+    def score(self, generation, truth, corrected=False, question=None, style="chat"):
+        """(score, extracted answer): d1's verdict (eval/parse_and_get_acc.py) on a chat-style answer;
+        `truth` is an Example or the ground truth as in d1's files. style="toy" scores a toy answer
+        (its first line) against an Example: 1.0 or 0.0, Sudoku the fraction of blanks right."""
+        if style == "toy":
+            return self._toy_score(generation, truth), _toy_line(generation)
+        return self._d1_score(generation, truth, corrected, question)
+
+    def _toy_score(self, generation, ex):
+        return self.toy_reward(generation, ex)
+
+    def score_rows(self, rows, corrected=False):
+        """Score rows with question/generation/ground_truth; returns (accuracy %, per-row dicts)."""
+        out = [dict(zip(("score", "extracted"), self.score(r["generation"], r["ground_truth"], corrected,
+                                                           r.get("question")))) for r in rows]
+        return 100.0 * sum(o["score"] for o in out) / max(len(out), 1), out
+
+
+class GSM8K(Task):
+    name, toy_tag, eval_prompt = "gsm8k", "gsm8k", GSM_EVAL_PROMPT
+    files = {"train": "train.jsonl", "test": "test.jsonl"}
+    _gh = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/"
+    sources = {"train": _gh + "train.jsonl", "test": _gh + "test.jsonl"}
+
+    def _example(self, row):
+        parts = row["answer"].split("####")
+        if len(parts) < 2:
+            raise ValueError("answer has no '####' line")
+        rationale = re.sub(r"<<[^>]*>>", "", parts[0]).strip()  # drop calculator annotations
+        return Example(question=row["question"], answer=parts[1].strip(), rationale=rationale)  # d1's hash answer
+
+    def _chat(self, ex):
+        return XML_SYSTEM_PROMPT + "\n\n" + ex.question
+
+    def _chat_rewards(self, d1_quirks):
+        dotall = not d1_quirks  # d1 quirk: no re.DOTALL, so multi-line reasoning never matches
+
+        @_reward(0.5, min_value=float("-inf"))
+        def xmlcount_reward(completion, ex):
+            return _count_xml(_SPECIAL.sub("", completion))
+
+        @_reward(0.5)
+        def soft_format_reward(completion, ex):
+            return 0.5 if _soft_format(_SPECIAL.sub("", completion), dotall) else 0.0
+
+        @_reward(0.5)
+        def strict_format_reward(completion, ex):
+            return 0.5 if _strict_format(_SPECIAL.sub("", completion), dotall) else 0.0
+
+        @_reward(0.5)
+        def int_reward(completion, ex):
+            return 0.5 if _xml_answer(_SPECIAL.sub("", completion)).isdigit() else 0.0
+
+        @_reward(2.0)
+        def correctness_reward(completion, ex):  # exact string match with the '####' answer
+            return 2.0 if _xml_answer(_SPECIAL.sub("", completion)) == ex.answer else 0.0
+
+        return [xmlcount_reward, soft_format_reward, strict_format_reward, int_reward, correctness_reward]
+
+    @_reward(1.0)
+    def toy_reward(self, completion, ex):
+        return 1.0 if _toy_line(completion) == ex.answer else 0.0
+
+    @staticmethod
+    def truth(gt, corrected=False):
+        """d1's float ground truth; its regex has no minus sign, so negative answers become None."""
+        if gt is None or isinstance(gt, (int, float)):
+            return None if gt is None else float(gt)
+        m = re.search(r"####\s*\$?(-?[\d,]+(?:\.\d+)?)" if corrected else r"####\s*\$?([\d,]+(?:\.\d+)?)", "####" + gt)
+        return float(m.group(1).replace(",", "")) if m else None
+
+    @staticmethod
+    def _number(text, last, corrected):
+        text = text.replace(",", "") if corrected else text  # d1 reads "1,000" as 1
+        try:
+            return float(text)
+        except ValueError:
+            nums = _NUMBER.findall(text)
+            return float(nums[-1 if last else 0]) if nums else None
+
+    def extract(self, generation, corrected=False):
+        """d1: the first \\boxed{} holding a number, else the last number in the first <answer>."""
+        s, pos, close, nl = generation, 0, -1, -1
+        while (i := s.find("\\boxed{", pos)) >= 0:  # = re.findall(r"\\boxed{(.*?)}", s), linear
+            start = i + 7
+            close = close if close >= start else _find(s, "}", start)
+            if close == len(s):
+                break
+            nl = nl if nl >= start else _find(s, "\n", start)
+            if nl < close:  # no DOTALL: the match cannot cross a newline
+                pos = nl + 1
+                continue
+            pos, content = close + 1, s[start:close].strip()
+            if content and content.strip(".") and (value := self._number(content, False, corrected)) is not None:
+                return value
+        text = _first_between(s, "<answer>", ("</answer>",))
+        return self._number(text.strip(), True, corrected) if text and text.strip() else None
+
+    def _d1_score(self, generation, truth, corrected, question):
+        gt = self.truth(truth.answer if isinstance(truth, Example) else truth, corrected)
+        parsed = self.extract(generation, corrected)
+        return (1.0 if parsed is not None and parsed == gt else 0.0), parsed
+
+
+class MATH500(Task):
+    name, toy_tag, eval_prompt = "math500", "math", MATH_EVAL_PROMPT
+    files = {"test": "test.jsonl"}
+    sources = {"test": "https://huggingface.co/datasets/HuggingFaceH4/MATH-500/resolve/main/test.jsonl"}
+
+    def _example(self, row):
+        return Example(question=row["problem"], answer=str(row["answer"]), rationale=row.get("solution"))
+
+    def _chat(self, ex):
+        return f"{XML_SYSTEM_PROMPT}\n\n{_MATH_EXPERT} \n\n{ex.question}"
+
+    def _chat_target(self, ex):
+        return _xml(ex.rationale or "", f"\\boxed{{{ex.answer}}}")
+
+    @staticmethod
+    def _boxed_or_all(s):
+        try:
+            return remove_boxed(last_boxed_only_string(s))
+        except Exception:
+            return s
+
+    def _chat_rewards(self, d1_quirks):
+        boxed = "\boxed" if d1_quirks else "\\boxed"  # d1 quirk: "\b" is a backspace, so never found
+
+        @_reward(2.0)
+        def correctness_reward_math(completion, ex):  # last \boxed{} of completion vs of the solution
+            ref = self._boxed_or_all(ex.rationale or ex.answer)
+            return 2.0 if is_equiv(self._boxed_or_all(_SPECIAL.sub("", completion)), ref) else 0.0
+
+        @_reward(1.0)
+        def boxed_and_answer_tags_format_reward(completion, ex):
+            s = _SPECIAL.sub("", completion)
+            has_tag = "<answer>" in s  # d1 takes the text of the first <answer> when there is one
+            part = s.split("<answer>", 2)[1].partition("</answer>")[0] if has_tag else s  # up to a 2nd <answer>
+            return 0.5 * ((1.0 if has_tag else 0.0) + (1.0 if boxed in part else 0.5))
+
+        return [correctness_reward_math, boxed_and_answer_tags_format_reward]
+
+    @_reward(1.0)
+    def toy_reward(self, completion, ex):
+        return 1.0 if is_equiv(_toy_line(completion), ex.answer) else 0.0
+
+    def _d1_score(self, generation, truth, corrected, question):
+        gt = truth.answer if isinstance(truth, Example) else truth
+        try:
+            parsed = remove_boxed(last_boxed_only_string(generation))
+        except Exception:
+            parsed = None
+        if not parsed:  # nothing boxed (or empty): the first <answer> tag, if any
+            tag = _first_between(generation, "<answer>", ("</answer>",))
+            parsed = tag.strip() if tag is not None else parsed
+        return (1.0 if parsed is not None and is_equiv(parsed, gt) else 0.0), parsed
+
+
+class Countdown(Task):
+    name, eval_prompt = "countdown", COUNTDOWN_EVAL_PROMPT
+    files = {"train": "train.jsonl", "test": "test.jsonl"}
+    sources = {"test": "https://raw.githubusercontent.com/dllm-reasoning/d1/main/dataset/countdown_cd3_test.jsonl"}
+
+    @staticmethod
+    def make(nums, target, expression=None):
+        nums, target = [int(n) for n in nums], int(target)
+        return Example(question=f"Numbers: {nums}\nTarget: {target}", answer=[nums, target], nums=nums,
+                       target=target, expression=expression)
+
+    def _example(self, row):
+        if "input" in row:  # d1's test file: {"input": "30,100,93", "output": "23"}
+            return self.make(row["input"].split(","), row["output"])
+        nums = row["nums"]  # TinyZero: {"target": 98, "nums": [44, 19, 35]}; d1 keeps 3-number rows
+        return self.make(nums, row["target"]) if len(nums) == 3 else None
+
+    def generate(self, n, seed, split="train"):
+        """n instances: 3 numbers in 1..100 and a target in 1..100 reached by a random expression whose
+        steps are positive integers (TinyZero-style). A hash of (numbers, target) puts 1 in 10 in test."""
+        rng, out, seen = random.Random(seed), [], set()
+        ops = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+        for _ in _attempts(n):
+            if len(out) == n:
+                return out
+            a, b, c = nums = [rng.randint(1, 100) for _ in range(3)]
+            o1, o2 = rng.choice("+-*/"), rng.choice("+-*/")
+            if rng.random() < 0.5:  # (a o1 b) o2 c
+                x = ops[o1](Fraction(a), b)
+                t = ops[o2](x, c)
+            else:  # a o1 (b o2 c)
+                x = ops[o2](Fraction(b), c)
+                t = ops[o1](Fraction(a), x) if x else Fraction(0)
+            if not (x > 0 and x.denominator == 1 and 0 < t <= 100 and t.denominator == 1):
+                continue
+            key = (tuple(sorted(nums)), int(t))
+            if key not in seen and (zlib.crc32(repr(key).encode()) % 10 == 0) == (split == "test"):
+                seen.add(key)
+                out.append(self.make(nums, int(t), countdown_solve(nums, int(t))))
+
+    def _chat(self, ex):
+        return (f"{XML_SYSTEM_PROMPT}\nUsing only the numbers {ex.nums}, create an arithmetic expression that "
+                f"evaluates to exactly {ex.target}. You must use all numbers from the list, and each number must be "
+                "used exactly once. You may use the operations +, -, *, and / as needed. After reasoning, provide "
+                "only your final expression inside <answer></answer> tags without including an equals sign or the "
+                "target number. For example, if the numbers are [2, 3, 4] and the target is 5, a valid answer is: "
+                "<answer>\n2*4-3\n</answer>")
+
+    def _toy(self, ex):
+        return f"countdown {' '.join(map(str, ex.nums))} -> {ex.target}\n"
+
+    def _toy_target(self, ex):
+        expr = ex.expression or countdown_solve(ex.nums, ex.target)
+        if expr is None:
+            raise ValueError(f"no expression over {ex.nums} reaches {ex.target}")
+        return expr
+
+    def _chat_target(self, ex):
+        expr = self._toy_target(ex)
+        return _xml(f"{expr} = {ex.target}", expr)
+
+    def _chat_rewards(self, d1_quirks):
+        @_reward(1.0)
+        def countdown_reward(completion, ex):  # TinyZero's compute_score on the last <answer>
+            tags = _answer_tags(_SPECIAL.sub("", completion))
+            if not tags:
+                return 0.0
+            expr = tags[-1].strip()
+            if not _uses_numbers(expr, ex.nums):
+                return 0.1
+            return 1.0 if _hits(safe_eval(expr), ex.target) else 0.1
+
+        return [countdown_reward]
+
+    @_reward(1.0)
+    def toy_reward(self, completion, ex):
+        """1.0 for a correct expression using each number once, 0.1 for any other + - * / expression."""
+        expr = _toy_line(completion)
+        if not expr or not _D1_CHARS.fullmatch(expr):
+            return 0.0
+        try:
+            tree = ast.parse(expr, mode="eval")
+        except Exception:
+            return 0.0
+        allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.UAdd, ast.USub, *_OPS)
+        if not all(isinstance(n, allowed) and (not isinstance(n, ast.Constant) or type(n.value) is int)
+                   for n in ast.walk(tree)):
+            return 0.0
+        return 1.0 if _uses_numbers(expr, ex.nums) and _hits(safe_eval(expr, strict=True), ex.target) else 0.1
+
+    def extract(self, generation):
+        """d1: last \\boxed{} (else the first <answer>, else everything), LaTeX operators mapped, and
+        the left side of an '= number' if there is one."""
+        try:
+            eq = remove_boxed(last_boxed_only_string(generation))
+        except Exception:  # an unclosed \boxed{
+            tag = _first_between(generation, "<answer>", ("</answer>",))
+            eq = tag.strip() if tag is not None else generation
+        eq = eq.replace("\\div", "/").replace("\\times", "*").replace("\\cdot", "*")
+        lhs = _equation_lhs(eq)
+        return eq if lhs is None else lhs
+
+    def _toy_score(self, generation, ex):
+        return 1.0 if self.toy_reward(generation, ex) == 1.0 else 0.0
+
+    def _d1_score(self, generation, truth, corrected, question):
+        nums, target = (truth.nums, truth.target) if isinstance(truth, Example) else truth
+        eq = self.extract(generation)
+        ok = _uses_numbers(eq, nums) and _hits(safe_eval(eq, strict=corrected), target)
+        return (1.0 if ok else 0.0), eq
+
+
+class Sudoku(Task):
+    name, eval_prompt = "sudoku", SUDOKU_SYSTEM_PROMPT
+    files = {"test": "test.csv"}
+    sources = {"test": "https://raw.githubusercontent.com/dllm-reasoning/d1/main/dataset/4x4_test_sudoku.csv"}
+
+    @staticmethod
+    def make(puzzle, solution):
+        if not re.fullmatch(r"[0-4]{16}", puzzle) or solution not in SUDOKU_GRIDS:
+            raise ValueError(f"not a 4x4 puzzle and solution: {puzzle!r}, {solution!r}")
+        if any(p not in "0" + s for p, s in zip(puzzle, solution)):
+            raise ValueError(f"solution {solution} contradicts puzzle {puzzle}")
+        return Example(question=f"Solve the following Sudoku puzzle: {puzzle}\n", answer=solution,
+                       puzzle=puzzle, solution=solution)
+
+    def _rows(self, path):
+        with open(path, encoding="utf-8", newline="") as f:  # csv keeps strings: leading zeros survive
+            reader = csv.DictReader(f)
+            if reader.fieldnames is not None and reader.fieldnames[:2] != ["Puzzle", "Solution"]:
+                raise ValueError(f"{path}:1: header must be 'Puzzle,Solution', got {reader.fieldnames}")
+            for row in reader:
+                yield reader.line_num, row
+
+    def _example(self, row):
+        return self.make(row["Puzzle"], row["Solution"])
+
+    def generate(self, n, seed, split="train", blanks=8):
+        """n distinct puzzles with `blanks` empty cells and a unique solution, from the split's grids."""
+        rng, out, seen = random.Random(seed), [], set()
+        grids = [g for g in SUDOKU_GRIDS if (g in SUDOKU_TEST_GRIDS) == (split == "test")]
+        for _ in _attempts(n):
+            if len(out) == n:
+                return out
+            grid, cells = rng.choice(grids), rng.sample(range(16), 16)
+            puzzle = list(grid)
+            for c in cells:  # blank cells while the solution stays unique
+                if puzzle.count("0") == blanks:
+                    break
+                puzzle[c] = "0"
+                mask = _grids_mask(puzzle)
+                if mask & (mask - 1):  # more than one solution
+                    puzzle[c] = grid[c]
+            p = "".join(puzzle)
+            if p.count("0") == blanks and p not in seen:
+                seen.add(p)
+                out.append(self.make(p, grid))
+
+    def _chat(self, ex):
+        return f"{SUDOKU_SYSTEM_PROMPT}\n\n{ex.question}"
+
+    def _toy(self, ex):
+        return f"sudoku {ex.puzzle}\n"
+
+    def _chat_target(self, ex):
+        return _xml("Fill each empty cell so that every row, column and 2x2 box holds 1-4 once.", ex.solution)
+
+    @staticmethod
+    def _cell_fraction(answer, ex):
+        if not answer:
+            return 0.0
+        answer, empty = _fit16(answer), [i for i in range(16) if ex.puzzle[i] == "0"]
+        return sum(answer[i] == ex.solution[i] for i in empty) / len(empty) if empty else 0.0
+
+    def _chat_rewards(self, d1_quirks):
+        @_reward(1.0)
+        def sudoku_reward(completion, ex):  # digits of the last <answer>, fraction of blanks right
+            tags = _answer_tags(_SPECIAL.sub("", completion))
+            return self._cell_fraction("".join(c for c in tags[-1].strip() if c.isdigit()), ex) if tags else 0.0
+
+        return [sudoku_reward]
+
+    @_reward(1.0)
+    def toy_reward(self, completion, ex):
+        return self._cell_fraction("".join(c for c in _toy_line(completion) if c.isdigit()), ex)
+
+    @staticmethod
+    def puzzle_of(question):
+        """d1 reads the puzzle from the first 16 characters, else after 'Sudoku puzzle: '."""
+        if len(question) >= 16 and all(c.isdigit() for c in question[:16]):
+            return question[:16]
+        m = re.search(r"Sudoku puzzle: ([0-9]{16})", question)
+        if not m:
+            raise ValueError(f"no 16-digit Sudoku puzzle in question {question[:60]!r}")
+        return m.group(1)
+
+    def cells(self, generation, truth, corrected=False, question=None):
+        """(correct cells, empty cells, extracted answer) as d1 counts them; corrected=True scores
+        against the valid solution of the puzzle that the answer matches best."""
+        if isinstance(truth, Example):
+            puzzle, truth = truth.puzzle, truth.solution
+        else:
+            puzzle = self.puzzle_of(question or "")
+        empty = [i for i in range(16) if puzzle[i] == "0"]
+        answer = _sudoku_d1_answer(generation)
+        if not answer:
+            return 0, len(empty), ""
+        answer = _fit16(answer)
+        truths = sudoku_solutions(puzzle) if corrected else [truth]
+        return max(sum(answer[i] == t[i] for i in empty) for t in truths or [truth]), len(empty), answer
+
+    def _d1_score(self, generation, truth, corrected, question):
+        correct, empty, answer = self.cells(generation, truth, corrected, question)
+        return (correct / empty if empty else 0.0), answer
+
+    def score_rows(self, rows, corrected=False):
+        out = [dict(zip(("correct_cells", "empty_cells", "extracted"),
+                        self.cells(r["generation"], r["ground_truth"], corrected, r.get("question")))) for r in rows]
+        for o in out:
+            o["score"] = o["correct_cells"] / o["empty_cells"] if o["empty_cells"] else 0.0
+        cells = sum(o["empty_cells"] for o in out)
+        return 100.0 * sum(o["correct_cells"] for o in out) / max(cells, 1), out  # d1: cell accuracy
+
+
+TASKS = {t.name: t for t in (GSM8K(), MATH500(), Countdown(), Sudoku())}
+
+
+def get_task(name):
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+# ----------------------------------------------------------------------------- CLI
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sc = sub.add_parser("score", help="d1's accuracy on a generations JSONL (question, generation, ground_truth)")
+    sc.add_argument("--task", required=True, choices=TASKS)
+    sc.add_argument("--file", required=True)
+    sc.add_argument("--out", help="write one JSON line per input line with score and extracted answer")
+    sc.add_argument("--corrected", action="store_true", help="fixed verdicts where d1's parser is wrong")
+    sh = sub.add_parser("show", help="print examples in both prompt formats")
+    sh.add_argument("--task", required=True, choices=TASKS)
+    sh.add_argument("-n", type=int, default=3)
+    sh.add_argument("--file", help="data file (default: generated for sudoku and countdown)")
+    sh.add_argument("--seed", type=int, default=0)
+    dl = sub.add_parser("download", help="fetch a public data file (needs internet)")
+    dl.add_argument("--task", required=True, choices=TASKS)
+    dl.add_argument("--split", default="test")
+    dl.add_argument("--dest", required=True)
+    args = ap.parse_args(argv)
+    task = get_task(args.task)
+    if args.cmd == "score":
+        with open(args.file, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        acc, results = task.score_rows(rows, args.corrected)
+        print(f"{task.name}: {acc:.2f} ({len(rows)} items{', corrected' if args.corrected else ''})")
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r) + "\n" for r in results)
+    elif args.cmd == "show":
+        if args.file:
+            examples = task.load(args.file)[:args.n]
+        elif hasattr(task, "generate"):
+            examples = task.generate(args.n, seed=args.seed, split="test")
+        else:
+            sys.exit(f"{task.name} has no generator: pass --file")
+        for i, ex in enumerate(examples):
+            print(f"=== {task.name} example {i}\n--- chat prompt\n{task.prompt(ex, 'chat')}\n--- chat target\n"
+                  f"{task.target(ex, 'chat')}\n--- toy prompt -> target\n{task.prompt(ex, 'toy')!r} -> "
+                  f"{task.target(ex, 'toy')!r}")
+    else:
+        print(task.download(args.split, args.dest))
+
+
+if __name__ == "__main__":
+    main()
