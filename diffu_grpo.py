@@ -75,12 +75,14 @@ class GRPOConfig:
     device: str = option(model_lib.default_device(), "cuda, mps or cpu")
 
 
-# d1's published settings (PAPERS.md 2.7); Sudoku rollouts use temperature 0.3.
+# d1's published settings (PAPERS.md 2.7). temperature None = d1's value for the task (D1_TEMPERATURE).
 MODEL_DEFAULTS = {"llada-8b": dict(model="llada-8b", mu=12, p_mask=0.15, beta=0.04, epsilon=0.5, lr=3e-6,
                                    weight_decay=0.1, grad_clip=0.2, num_generations=6, prompts_per_step=16,
-                                   gen_length=256, diffusion_steps=128, block_length=32, temperature=0.9,
+                                   gen_length=256, diffusion_steps=128, block_length=32, temperature=None,
                                    steps=5000, micro_batch=6, n_eval=256, eval_every=100,
                                    out="runs/grpo-llada-8b")}
+
+D1_TEMPERATURE = {"gsm8k": 0.9, "math500": 0.9, "countdown": 0.9, "sudoku": 0.3}
 
 
 # ----------------------------------------------------------------------------- Eq. 2-4
@@ -240,6 +242,8 @@ def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g,
 
 
 def setup(cfg):
+    if cfg.temperature is None:
+        cfg.temperature = D1_TEMPERATURE.get(cfg.task, 0.9)
     if cfg.num_generations < 2:
         raise ValueError(f"--num_generations must be at least 2 (GRPO compares answers within a group), not {cfg.num_generations}")
     if cfg.loss_norm not in ("token", "sequence"):

@@ -207,12 +207,13 @@ def parse_config(cls, argv=None, description=None, model_defaults=None):
     name = pre.parse_known_args(argv)[0].model
     defaults = {**asdict(cls()), **(model_defaults or {}).get(name, {})}
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    toy = cls()
     for f in fields(cls):
-        d, helptext = defaults[f.name], f.metadata.get("help", "")
-        if isinstance(d, bool):
+        d, kind, helptext = defaults[f.name], type(getattr(toy, f.name)), f.metadata.get("help", "")
+        if kind is bool:
             p.add_argument(f"--{f.name}", default=d, action=argparse.BooleanOptionalAction, help=helptext)
         else:
-            p.add_argument(f"--{f.name}", default=d, type=type(d) if d is not None else str, help=helptext)
+            p.add_argument(f"--{f.name}", default=d, type=str if kind is type(None) else kind, help=helptext)
     return cls(**vars(p.parse_args(argv)))
 
 

@@ -80,3 +80,35 @@ def test_grpo_rejects_bad_settings(small_path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no runs/sft-toy here
     with pytest.raises(FileNotFoundError, match="run `python sft.py` first"):
         dg.setup(dg.GRPOConfig(device="cpu"))
+
+
+def test_llada_8b_switches_to_d1_settings():
+    cfg = model.parse_config(dg.GRPOConfig, ["--model", "llada-8b", "--task", "sudoku"], None, dg.MODEL_DEFAULTS)
+    assert (cfg.mu, cfg.p_mask, cfg.beta, cfg.epsilon, cfg.lr, cfg.grad_clip, cfg.num_generations) == \
+        (12, 0.15, 0.04, 0.5, 3e-6, 0.2, 6)
+    assert (cfg.gen_length, cfg.diffusion_steps, cfg.block_length, cfg.weight_decay) == (256, 128, 32, 0.1)
+    with pytest.raises(ValueError, match="needs the weights"):
+        dg.setup(cfg)
+    assert cfg.temperature == 0.3  # d1's Sudoku rollouts; 0.9 elsewhere
+    toy = model.parse_config(dg.GRPOConfig, ["--mu", "3", "--no-scale_rewards", "--temperature", "0.5"])
+    assert (toy.mu, toy.scale_rewards, toy.temperature, toy.model) == (3, False, 0.5, "runs/sft-toy")
+
+
+def test_s1k_records_render_in_d1_format():
+    from conftest import SHARED, need
+    records = sft.s1k_records(need(SHARED / "data" / "s1k" / "s1k_questions_solutions.json"))
+    assert len(records) == 1000 and records[1]["answer"] == "128"  # the partial copy: solution stands in
+    tok = model.byte_tokenizer()
+    prompt, answer = sft.s1k_pairs(tok, records[:1])[0]
+    text = tok._decode_ids(answer[:-1])
+    assert text.startswith("<reasoning>") and text.endswith("</answer>") and answer[-1] == tok.eot_id
+    assert records[0]["question"] in tok._decode_ids(prompt)
+
+
+def test_s1k_full_columns(tmp_path):
+    rows = [{"question": "Q?", "thinking_trajectories": ["think"], "attempt": "A", "solution": "S"}]
+    (tmp_path / "s1k.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    assert sft.s1k_records(tmp_path / "s1k.jsonl") == [dict(question="Q?", reasoning="think", answer="A")]
+    (tmp_path / "empty.json").write_text("[]")
+    with pytest.raises(ValueError, match="no records"):
+        sft.s1k_records(tmp_path / "empty.json")
