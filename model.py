@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 # ----------------------------------------------------------------------------- layers
@@ -154,6 +155,7 @@ class Transformer(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.config = cfg
+        self.gradient_checkpointing = False  # keep only each block's input, recompute the rest in backward
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, cfg.d_model),
             blocks=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers)),
@@ -178,7 +180,10 @@ class Transformer(nn.Module):
             key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): True = may attend
         x = self.transformer.wte(idx)  # (B, T, C)
         for block in self.transformer.blocks:
-            x = block(x, cos, sin, key_mask)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, cos, sin, key_mask, use_reentrant=False)  # recompute in backward
+            else:
+                x = block(x, cos, sin, key_mask)
         if isinstance(logits_at, torch.Tensor) and logits_at.dtype == torch.bool:
             x = x[logits_at]  # (N, C): the positions where logits_at (B, T) is True
         elif logits_at is not None:
@@ -224,6 +229,89 @@ def build(name_or_config, device="cpu", dtype=None, seed=0):
         torch.manual_seed(seed)
         model = Transformer(cfg)
     return model.to(device=device, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- LoRA
+# Low-rank adapters (Hu et al. 2021), as d1 trains LLaDA-8B: W x + (alpha / r) B A dropout(x), with
+# W frozen, A (r, in) random, B (out, r) zero so that the adapted model starts equal to the base.
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out")  # d1's RL config
+
+
+class LoRALinear(nn.Linear):
+    """A frozen nn.Linear plus a trainable low-rank update kept in float32. The base weight keeps
+    its name (`.weight`), so checkpoints and LLaDA's tensor names are unchanged."""
+
+    def __init__(self, base, r, alpha, dropout=0.0):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight = base.weight.requires_grad_(False)
+        self.register_parameter("bias", None)
+        device = base.weight.device
+        self.lora_A = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(r, self.in_features), a=5 ** 0.5).to(device))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, device=device, dtype=torch.float32))
+        self.scaling, self.dropout, self.enabled = alpha / r, nn.Dropout(dropout), True
+
+    def forward(self, x):
+        y = F.linear(x, self.weight)
+        if not self.enabled:
+            return y
+        update = F.linear(F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A), self.lora_B)
+        return y + (self.scaling * update).to(y.dtype)
+
+    def merged_weight(self):
+        return (self.weight.float() + self.scaling * self.lora_B @ self.lora_A).to(self.weight.dtype)
+
+
+def apply_lora(model, r, alpha, dropout=0.0, targets=LORA_TARGETS, seed=0):
+    """Freeze the model and wrap the target projections of every block with LoRA adapters
+    (A drawn from a seeded CPU generator, so the same seed gives the same adapters anywhere)."""
+    model.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for block in model.transformer.blocks:
+            for name in targets:
+                setattr(block, name, LoRALinear(getattr(block, name), r, alpha, dropout))
+    return model
+
+
+def lora_layers(model):
+    return [m for m in model.modules() if isinstance(m, LoRALinear)]
+
+
+class lora_disabled:
+    """Context manager: the adapters are switched off inside, so the model is its base (d1's reference
+    policy pi_ref, without a second copy of the weights)."""
+
+    def __init__(self, model):
+        self.layers = lora_layers(model)
+
+    def __enter__(self):
+        for m in self.layers:
+            m.enabled = False
+
+    def __exit__(self, *exc):
+        for m in self.layers:
+            m.enabled = True
+
+
+def merge_lora(model):
+    """Fold every adapter into its base weight and drop the adapters: a plain model again."""
+    for block in model.transformer.blocks:
+        for name, m in list(block.named_children()):
+            if isinstance(m, LoRALinear):
+                plain = nn.Linear(m.in_features, m.out_features, bias=False, device=m.weight.device, dtype=m.weight.dtype)
+                with torch.no_grad():
+                    plain.weight.copy_(m.merged_weight())
+                setattr(block, name, plain)
+    return model
+
+
+def base_state(model):
+    """{LLaDA tensor name: tensor} of the model as a plain checkpoint, adapters merged in."""
+    merged = {f"{n}.weight": m.merged_weight() for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+    return {PREFIX + n: merged.get(n, p).detach().contiguous().cpu()
+            for n, p in model.named_parameters() if "lora_" not in n}
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -371,7 +459,7 @@ def save(model, path):
     from safetensors.torch import save_file
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tensors = {PREFIX + n: p.detach().contiguous().cpu() for n, p in model.named_parameters()}
+    tensors = base_state(model)  # LoRA adapters, if any, are merged into the saved weights
     tmp = path / "model.safetensors.tmp"
     save_file(tensors, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, path / "model.safetensors")
