@@ -69,6 +69,11 @@ class GRPOConfig:
     loss_norm: str = option("token", "token: mean over all answer tokens (d1's code); sequence: 1/|o_i| (paper)")
     scale_rewards: bool = option(False, "divide advantages by the group std (d1 does not)")
     micro_batch: int = option(0, "sequences per forward/backward in the update (0: all at once)")
+    lora_r: int = option(0, "LoRA rank (0: train every parameter; the reference is then a frozen copy)")
+    lora_alpha: float = option(16.0, "LoRA alpha (the update is scaled by alpha / r)")
+    lora_dropout: float = option(0.0, "dropout on the LoRA input")
+    lora_targets: str = option(",".join(model_lib.LORA_TARGETS), "projections that get adapters")
+    grad_ckpt: bool = option(False, "gradient checkpointing per block")
     eval_every: int = option(10, "evaluate every this many outer steps (0: only at the start and end)")
     out: str = option("runs/grpo-toy", "folder for the checkpoint and log.jsonl")
     seed: int = option(0, "seed of the prompt order, the rollouts and the prompt masks")
@@ -79,7 +84,8 @@ class GRPOConfig:
 MODEL_DEFAULTS = {"llada-8b": dict(model="llada-8b", mu=12, p_mask=0.15, beta=0.04, epsilon=0.5, lr=3e-6,
                                    weight_decay=0.1, grad_clip=0.2, num_generations=6, prompts_per_step=16,
                                    gen_length=256, diffusion_steps=128, block_length=32, temperature=None,
-                                   steps=5000, micro_batch=6, n_eval=256, eval_every=100,
+                                   steps=5000, micro_batch=6, n_eval=256, eval_every=100, lora_r=128,
+                                   lora_alpha=64.0, lora_dropout=0.05, grad_ckpt=True,
                                    out="runs/grpo-llada-8b")}
 
 D1_TEMPERATURE = {"gsm8k": 0.9, "math500": 0.9, "countdown": 0.9, "sudoku": 0.3}
@@ -208,7 +214,7 @@ def inner_update(policy, opt, batch, masked_prompt, old, ref, cfg, mask_id, chun
         stats["clip"] += ((clipped.float() * mask[c]).sum() / n_tokens).item()
     if not math.isfinite(stats["loss"]):
         raise FloatingPointError(f"loss is {stats['loss']}; stopping before the update")
-    torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+    torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], cfg.grad_clip)
     opt.step()
     return stats
 
@@ -252,10 +258,22 @@ def setup(cfg):
     if cfg.model not in model_lib.PRESETS and not Path(cfg.model).exists():
         hint = " (run `python sft.py` first: it writes runs/sft-toy)" if cfg.model == GRPOConfig().model else ""
         raise FileNotFoundError(f"--model {cfg.model!r} is neither a preset nor a checkpoint folder{hint}")
-    policy = model_lib.load_model(cfg.model, device=cfg.device, seed=cfg.seed)
-    folder = None if cfg.model in model_lib.PRESETS else cfg.model
-    tokenizer = model_lib.get_tokenizer(policy.config, folder)
-    return policy, tokenizer, tasks.get_task(cfg.task)
+    task = tasks.get_task(cfg.task)
+    policy, tokenizer = model_lib.load_model(cfg.model, device=cfg.device, seed=cfg.seed)
+    params = model_lib.prepare_for_training(policy, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
+                                            cfg.grad_ckpt, cfg.seed)
+    return policy, params, tokenizer, task
+
+
+def reference_policy(policy, lora):
+    """pi_ref, the initial model (Alg. 1 line 1): with LoRA, the same network with its adapters
+    switched off (no second copy of the weights); otherwise a frozen copy."""
+    if lora:
+        def adapters_off(*args, **kw):
+            with model_lib.lora_disabled(policy):
+                return policy(*args, **kw)
+        return adapters_off
+    return copy.deepcopy(policy).eval().requires_grad_(False)
 
 
 def examples_for(task, path, n, seed, split):
@@ -269,14 +287,14 @@ def examples_for(task, path, n, seed, split):
 def train(cfg):
     """Run diffu-GRPO; returns (policy, held-out accuracy before, after)."""
     from tqdm import tqdm
-    policy, tokenizer, task = setup(cfg)
+    policy, params, tokenizer, task = setup(cfg)
     style = "toy" if policy.config.tokenizer == "bytes" else "chat"
     train_ex = examples_for(task, cfg.data, cfg.n_train, cfg.seed, "train")
     test = examples_for(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test")[:cfg.n_eval]
     if not train_ex or not test:
         raise ValueError(f"task {task.name}: no training prompts or no held-out examples")
-    ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.beta else None  # pi_ref, frozen
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    ref_model = reference_policy(policy, cfg.lora_r > 0) if cfg.beta else None
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     gen = torch.Generator(cfg.device).manual_seed(cfg.seed)  # rollout noise, on the model's device
     out = Path(cfg.out)
@@ -299,10 +317,10 @@ def train(cfg):
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
                 acc = record["accuracy"] = evaluate()
                 tqdm.write(f"step {step:5d} | held-out accuracy {acc:.2%}")
-                model_lib.save(policy, out)
+                model_lib.save(policy, out, tokenizer)
             log.write(json.dumps(record) + "\n")
             log.flush()
-    model_lib.save(policy, out)
+    model_lib.save(policy, out, tokenizer)
     (out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     return policy, acc0, acc
 

@@ -307,6 +307,17 @@ def merge_lora(model):
     return model
 
 
+def prepare_for_training(model, lora_r=0, lora_alpha=16.0, lora_dropout=0.0, lora_targets=LORA_TARGETS,
+                         grad_ckpt=False, seed=0):
+    """LoRA adapters when lora_r > 0 (else every parameter trains) and per-block gradient
+    checkpointing; returns the parameters the optimiser should update."""
+    if lora_r:
+        targets = lora_targets.split(",") if isinstance(lora_targets, str) else lora_targets
+        apply_lora(model, lora_r, lora_alpha, lora_dropout, targets, seed=seed)
+    model.gradient_checkpointing = grad_ckpt
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def base_state(model):
     """{LLaDA tensor name: tensor} of the model as a plain checkpoint, adapters merged in."""
     merged = {f"{n}.weight": m.merged_weight() for n, m in model.named_modules() if isinstance(m, LoRALinear)}
@@ -358,13 +369,17 @@ def config_to_hf(cfg):
     return d
 
 
-def _special_id(folder, token):
-    """The id of a named special token in tokenizer_config.json, or None."""
+def special_tokens(folder):
+    """{name: id} of the special tokens in a folder's tokenizer_config.json ({} without one)."""
     path = folder and Path(folder) / "tokenizer_config.json"
     if not path or not path.is_file():
-        return None
+        return {}
     added = json.loads(path.read_text()).get("added_tokens_decoder", {})
-    return next((int(i) for i, t in added.items() if t.get("content") == token), None)
+    return {t["content"]: int(i) for i, t in added.items() if t.get("special", True)}
+
+
+def _special_id(folder, token):
+    return special_tokens(folder).get(token)
 
 
 def read_config(folder):
@@ -454,8 +469,10 @@ def load(path, device="cpu", dtype=None):
     return model.eval()
 
 
-def save(model, path):
-    """Write config.json and model.safetensors (LLaDA names) into the folder `path`, atomically."""
+def save(model, path, tokenizer=None):
+    """Write config.json and model.safetensors (LLaDA names) into the folder `path`, atomically, and
+    the tokenizer's files (LLaDA's tokenizer.json ...) so that the folder is a whole checkpoint."""
+    import shutil
     from safetensors.torch import save_file
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -466,18 +483,60 @@ def save(model, path):
     tmp = path / "config.json.tmp"
     tmp.write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n")
     os.replace(tmp, path / "config.json")
+    for f in getattr(tokenizer, "files", []):
+        if Path(f).resolve().parent != path.resolve():
+            shutil.copy(f, path / Path(f).name)
+
+
+HF_REPOS = {"llada-8b": "GSAI-ML/LLaDA-8B-Instruct"}  # presets with published weights
+WEIGHT_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json",
+                "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
+
+
+def hf_cache_snapshot(repo):
+    """The folder of `repo` in the local Hugging Face cache (HF_HUB_CACHE, HF_HOME), or None."""
+    hub = os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    root = Path(hub) / ("models--" + repo.replace("/", "--"))
+    ref = root / "refs" / "main"
+    candidates = [root / "snapshots" / ref.read_text().strip()] if ref.is_file() else []
+    candidates += sorted((root / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime, reverse=True) \
+        if (root / "snapshots").is_dir() else []
+    return next((c for c in candidates if (c / "config.json").is_file()), None)
+
+
+def resolve_checkpoint(name):
+    """The checkpoint folder for a preset with published weights: the Hugging Face cache, else a
+    download through huggingface_hub (optional dependency), else an error that says what to do."""
+    repo = HF_REPOS[name]
+    cached = hf_cache_snapshot(repo)
+    if cached:
+        return cached
+    how = (f"download {repo} (about 16 GB), e.g. `huggingface-cli download {repo} --local-dir LLaDA-8B-Instruct`, "
+           f"and pass --model path/to/LLaDA-8B-Instruct")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(f"--model {name} needs the weights of {repo}: they are not in the Hugging Face cache "
+                                f"and huggingface_hub is not installed. Either `pip install huggingface_hub` and run "
+                                f"again (it downloads them), or {how}") from None
+    try:
+        return Path(snapshot_download(repo, allow_patterns=WEIGHT_FILES))
+    except Exception as e:  # network, authentication, disk: say which, and the way around it
+        raise FileNotFoundError(f"--model {name}: downloading {repo} failed ({type(e).__name__}: {e}). "
+                                f"Alternatively {how}") from None
 
 
 def load_model(name, device="cpu", dtype=None, seed=0):
-    """A preset name gives a freshly initialised model; anything else is a checkpoint folder."""
-    if name in PRESETS:
-        if name == "llada-8b":
-            raise ValueError("--model llada-8b needs the weights: pass the folder of a downloaded "
-                             "GSAI-ML/LLaDA-8B-Instruct checkpoint instead")
-        return build(name, device=device, dtype=dtype, seed=seed)
-    if not Path(name).exists():
+    """(model, tokenizer) from a preset name or a checkpoint folder. A preset without published
+    weights (toy) is freshly initialised; llada-8b is resolved to its checkpoint folder."""
+    if name in PRESETS and name not in HF_REPOS:
+        net = build(name, device=device, dtype=dtype, seed=seed)
+        return net, get_tokenizer(net.config)
+    folder = resolve_checkpoint(name) if name in HF_REPOS else Path(name)
+    if not folder.exists():
         raise FileNotFoundError(f"--model {name!r} is neither a preset ({', '.join(PRESETS)}) nor an existing folder")
-    return load(name, device=device, dtype=dtype)
+    net = load(folder, device=device, dtype=dtype)
+    return net, get_tokenizer(net.config, folder)
 
 
 # ----------------------------------------------------------------------------- tokenizers
@@ -488,9 +547,10 @@ BYTE_SPECIALS = {"<|endoftext|>": 256, "<|mdm_mask|>": 257, "<|eot_id|>": 258, "
 class Tokenizer:
     """encode / decode with named special tokens; decode stops at end-of-text or end-of-turn."""
 
-    def __init__(self, encode, decode_ids, special, chat_template=None):
+    def __init__(self, encode, decode_ids, special, chat_template=None, files=()):
         self._encode, self._decode_ids, self.special = encode, decode_ids, special
         self.chat_template = chat_template
+        self.files = list(files)  # tokenizer files that a checkpoint of this model carries along
         self.mask_id = special["<|mdm_mask|>"]
         self.eos_id = special["<|endoftext|>"]
         self.eot_id = special.get("<|eot_id|>")
@@ -526,21 +586,25 @@ LLADA_CHAT = ("<|startoftext|><|start_header_id|>user<|end_header_id|>\n\n{conte
 
 
 def hf_tokenizer(folder):
-    """LLaDA's tokenizer from tokenizer.json (the `tokenizers` library), specials read by name."""
+    """LLaDA's tokenizer from tokenizer.json (the `tokenizers` library); special tokens by name from
+    tokenizer_config.json (else from tokenizer.json's added tokens)."""
     try:
         from tokenizers import Tokenizer as HFTokenizer
     except ImportError:
         raise ImportError("LLaDA's tokenizer needs the tokenizers package: pip install tokenizers") from None
-    path = Path(folder) / "tokenizer.json"
+    folder = Path(folder)
+    path = folder / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: LLaDA checkpoints ship their tokenizer.json")
     tok = HFTokenizer.from_file(str(path))
-    special = {t.content: i for i, t in tok.get_added_tokens_decoder().items() if t.special}
+    special = special_tokens(folder) or {t.content: i for i, t in tok.get_added_tokens_decoder().items() if t.special}
     for name in ("<|mdm_mask|>", "<|endoftext|>"):
         if name not in special:
-            raise ValueError(f"{path} has no special token {name}")
+            raise ValueError(f"{folder} names no special token {name}")
+    files = [folder / f for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")]
     return Tokenizer(lambda s: tok.encode(s, add_special_tokens=False).ids,
-                     lambda ids: tok.decode(ids, skip_special_tokens=True), special, LLADA_CHAT)
+                     lambda ids: tok.decode(ids, skip_special_tokens=True), special, LLADA_CHAT,
+                     files=[f for f in files if f.is_file()])
 
 
 def get_tokenizer(cfg, folder=None):

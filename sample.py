@@ -205,9 +205,7 @@ def main(argv=None):
     from tqdm import tqdm
     args = parse_args(argv)
     try:
-        model = model_lib.load_model(args.model, device=args.device, seed=args.seed)
-        folder = None if args.model in model_lib.PRESETS else args.model
-        tokenizer = model_lib.get_tokenizer(model.config, folder)
+        model, tokenizer = model_lib.load_model(args.model, device=args.device, seed=args.seed)
         check_settings(args.gen_length, args.steps, args.block_length, args.remasking, args.temperature, args.cfg_scale)
     except (ValueError, FileNotFoundError, ImportError) as e:
         sys.exit(f"error: {e}")

@@ -221,3 +221,55 @@ def test_byte_tokenizer():
     assert tok.decode([104, tok.eot_id, 105]) == "h"
     assert tok.chat(" hi ") == " hi "  # the toy model has no chat template
     assert max(model.BYTE_SPECIALS.values()) < cfg.vocab_size
+
+
+# ----------------------------------------------------------------------------- finding LLaDA-8B's weights
+
+def fake_snapshot(cache, revision="abc123"):
+    root = cache / "models--GSAI-ML--LLaDA-8B-Instruct"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(revision)
+    snap = root / "snapshots" / revision
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    return snap
+
+
+def test_llada_8b_is_found_in_the_hf_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    snap = fake_snapshot(tmp_path / "hub")
+    assert model.resolve_checkpoint("llada-8b") == snap
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))  # HF_HUB_CACHE takes precedence
+    assert model.hf_cache_snapshot("GSAI-ML/LLaDA-8B-Instruct") is None
+
+
+def test_without_weights_or_huggingface_hub_the_error_says_what_to_do(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(FileNotFoundError) as e:
+        model.load_model("llada-8b")
+    assert "pip install huggingface_hub" in str(e.value) and "--model path/to/LLaDA-8B-Instruct" in str(e.value)
+
+
+def test_llada_8b_is_downloaded_through_huggingface_hub(tmp_path, monkeypatch):
+    import sys
+    import types
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    calls = []
+    hub = types.ModuleType("huggingface_hub")
+
+    def snapshot_download(repo, allow_patterns):
+        calls.append((repo, allow_patterns))
+        return str(tmp_path / "downloaded")
+    hub.snapshot_download = snapshot_download
+    monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
+    assert model.resolve_checkpoint("llada-8b") == tmp_path / "downloaded"
+    assert calls[0][0] == "GSAI-ML/LLaDA-8B-Instruct" and "*.safetensors" in calls[0][1]
+
+    def offline(repo, allow_patterns):
+        raise OSError("no network")
+    hub.snapshot_download = offline
+    with pytest.raises(FileNotFoundError, match="downloading GSAI-ML/LLaDA-8B-Instruct failed .OSError: no network"):
+        model.resolve_checkpoint("llada-8b")

@@ -1,5 +1,6 @@
 """End to end on CPU: masked SFT learns a toy task; diffu-GRPO raises a reward the model can move."""
 import json
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -82,12 +83,15 @@ def test_grpo_rejects_bad_settings(small_path, tmp_path, monkeypatch):
         dg.setup(dg.GRPOConfig(device="cpu"))
 
 
-def test_llada_8b_switches_to_d1_settings():
+def test_llada_8b_switches_to_d1_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # and no way to download
     cfg = model.parse_config(dg.GRPOConfig, ["--model", "llada-8b", "--task", "sudoku"], None, dg.MODEL_DEFAULTS)
     assert (cfg.mu, cfg.p_mask, cfg.beta, cfg.epsilon, cfg.lr, cfg.grad_clip, cfg.num_generations) == \
         (12, 0.15, 0.04, 0.5, 3e-6, 0.2, 6)
     assert (cfg.gen_length, cfg.diffusion_steps, cfg.block_length, cfg.weight_decay) == (256, 128, 32, 0.1)
-    with pytest.raises(ValueError, match="needs the weights"):
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.grad_ckpt) == (128, 64.0, 0.05, True)
+    with pytest.raises(FileNotFoundError, match="needs the weights of GSAI-ML/LLaDA-8B-Instruct"):
         dg.setup(cfg)
     assert cfg.temperature == 0.3  # d1's Sudoku rollouts; 0.9 elsewhere
     toy = model.parse_config(dg.GRPOConfig, ["--mu", "3", "--no-scale_rewards", "--temperature", "0.5"])

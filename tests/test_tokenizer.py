@@ -1,0 +1,72 @@
+"""LLaDA's tokenizer (tokenizers library) and chat template, read from the checkpoint folder."""
+import json
+import shutil
+
+import pytest
+
+import model
+from conftest import LLADA_8B, TINY, need
+
+SPECIALS = ["<|startoftext|>", "<|endoftext|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|mdm_mask|>"]
+
+
+def test_special_ids_are_read_by_name_from_tokenizer_config():
+    special = model.special_tokens(need(LLADA_8B))
+    assert [special[t] for t in SPECIALS] == [126080, 126081, 126346, 126347, 126348, 126336]
+
+
+def test_chat_template_is_the_checkpoints_template():
+    jinja2 = pytest.importorskip("jinja2")
+    config = json.loads((need(LLADA_8B) / "tokenizer_config.json").read_text())
+    template = jinja2.Environment().from_string(config["chat_template"])
+    content = "  What is 7 * 8?\n"
+    rendered = template.render(messages=[{"role": "user", "content": content}], bos_token=config["bos_token"])
+    tok = model.Tokenizer(None, None, {"<|mdm_mask|>": 0, "<|endoftext|>": 1}, model.LLADA_CHAT)
+    assert tok.chat(content) == rendered
+    assert rendered == ("<|startoftext|><|start_header_id|>user<|end_header_id|>\n\nWhat is 7 * 8?<|eot_id|>"
+                        "<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+@pytest.fixture
+def small_llada_folder(tmp_path):
+    """A checkpoint folder with a small tokenizer.json in LLaDA's format (built with `tokenizers`)
+    and tokenizer_config.json naming the special tokens, plus the tiny-llada weights."""
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {chr(i): i - 32 for i in range(32, 127)}
+    vocab["\n"], vocab["[UNK]"] = len(vocab), len(vocab) + 1
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Split("", "isolated")
+    tok.decoder = tokenizers.decoders.Fuse()
+    tok.add_special_tokens([tokenizers.AddedToken(t, special=True) for t in SPECIALS])
+    folder = tmp_path / "llada-small"
+    shutil.copytree(need(TINY), folder)
+    tok.save(str(folder / "tokenizer.json"))
+    added = {str(i): {"content": t.content, "special": True} for i, t in tok.get_added_tokens_decoder().items()}
+    (folder / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": added}))
+    return folder
+
+
+def test_llada_tokenizer_encodes_decodes_and_stops(small_llada_folder):
+    tok = model.hf_tokenizer(small_llada_folder)
+    ids = {t: tok.special[t] for t in SPECIALS}
+    assert (tok.mask_id, tok.eos_id, tok.eot_id) == (ids["<|mdm_mask|>"], ids["<|endoftext|>"], ids["<|eot_id|>"])
+    prompt = tok.encode(tok.chat("hi"))
+    assert prompt[:2] == [ids["<|startoftext|>"], ids["<|start_header_id|>"]]  # specials are single tokens
+    assert prompt[-3:] == [ids["<|end_header_id|>"], tok.encode("\n")[0], tok.encode("\n")[0]]
+    answer = tok.encode("42") + [ids["<|eot_id|>"]] + tok.encode("junk") + [tok.eos_id]
+    assert tok.decode(answer) == "42"  # stops at end-of-turn
+    assert tok.decode(tok.encode("a") + [tok.mask_id] + tok.encode("b") + [tok.eos_id, 5]) == "ab"
+
+
+def test_llada_checkpoint_loads_with_its_tokenizer_and_saves_it(small_llada_folder, tmp_path):
+    net, tok = model.load_model(str(small_llada_folder))
+    assert net.config.tokenizer == "llada" and tok.chat_template == model.LLADA_CHAT
+    model.save(net, tmp_path / "copy", tok)
+    assert {"tokenizer.json", "tokenizer_config.json"} <= {p.name for p in (tmp_path / "copy").iterdir()}
+    net2, tok2 = model.load_model(str(tmp_path / "copy"))
+    assert tok2.special == tok.special
+
+
+def test_missing_tokenizer_json_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="tokenizer.json is missing"):
+        model.hf_tokenizer(tmp_path)
