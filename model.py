@@ -215,10 +215,11 @@ def parse_config(cls, argv=None, description=None, model_defaults=None):
     toy = cls()
     for f in fields(cls):
         d, kind, helptext = defaults[f.name], type(getattr(toy, f.name)), f.metadata.get("help", "")
+        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         if kind is bool:
-            p.add_argument(f"--{f.name}", default=d, action=argparse.BooleanOptionalAction, help=helptext)
+            p.add_argument(*flags, dest=f.name, default=d, action=argparse.BooleanOptionalAction, help=helptext)
         else:
-            p.add_argument(f"--{f.name}", default=d, type=str if kind is type(None) else kind, help=helptext)
+            p.add_argument(*flags, dest=f.name, default=d, type=str if kind is type(None) else kind, help=helptext)
     return cls(**vars(p.parse_args(argv)))
 
 

@@ -116,3 +116,39 @@ def test_s1k_full_columns(tmp_path):
     (tmp_path / "empty.json").write_text("[]")
     with pytest.raises(ValueError, match="no records"):
         sft.s1k_records(tmp_path / "empty.json")
+
+
+def test_dry_run_plans_llada_8b_on_one_80gb_gpu(capsys):
+    dg.main(["--model", "llada-8b", "--dry-run"])  # loads nothing: no weights here
+    out = capsys.readouterr().out
+    assert "fits one 80 GB GPU" in out and "14.93 GiB  weights (bf16)" in out and "336M LoRA" in out
+    cfg = model.parse_config(dg.GRPOConfig, ["--model", "llada-8b", "--lora_r", "0"], None, dg.MODEL_DEFAULTS)
+    assert dg.print_plan(cfg, model.PRESETS["llada-8b"]) > 80 * 2 ** 30  # full fine-tuning would not fit
+
+
+def test_diffu_grpo_with_lora_trains_only_adapters():
+    policy, base = model.build(SMALL, seed=1), model.build(SMALL, seed=1)
+    params = model.prepare_for_training(policy, lora_r=4, lora_alpha=8.0, grad_ckpt=True)
+    ref = dg.reference_policy(policy, lora=True)  # adapters off: the base, no second copy
+    cfg = dg.GRPOConfig(num_generations=8, mu=2, lr=3e-3, gen_length=8, block_length=8, diffusion_steps=8,
+                        temperature=1.0, lora_r=4, device="cpu")
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    g, gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    records = [dg.train_step(policy, ref, opt, model.byte_tokenizer(), SevensTask(), ["a\n", "b\n"], cfg, "toy", g, gen)[0]
+               for _ in range(3)]
+    assert records[-1]["kl"] > 0  # the policy has moved away from its adapters-off reference
+    base_params = dict(base.named_parameters())
+    for n, p in policy.named_parameters():
+        if "lora_" in n:
+            continue
+        assert torch.equal(p, base_params[n]), n  # base weights frozen
+    assert any(layer.lora_B.abs().sum() > 0 for layer in model.lora_layers(policy))
+
+
+def test_diffu_grpo_end_to_end_with_lora_saves_merged(small_path, tmp_path):
+    cfg = dg.GRPOConfig(model=str(small_path), task="sudoku", n_train=50, n_eval=8, steps=1, prompts_per_step=2,
+                        num_generations=4, mu=1, lora_r=4, lora_alpha=8.0, grad_ckpt=True, eval_every=0,
+                        out=str(tmp_path / "lora"), device="cpu")
+    policy, _, _ = dg.train(cfg)
+    assert model.lora_layers(policy)
+    assert not model.lora_layers(model.load(tmp_path / "lora"))  # a plain checkpoint
