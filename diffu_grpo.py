@@ -252,7 +252,7 @@ def inner_update(policy, opt, batch, masked_prompt, old, ref, cfg, mask_id, chun
     opt.zero_grad(set_to_none=True)
     stats = dict(loss=0.0, kl=0.0, clip=0.0)
     for c in chunks:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device == "cuda"):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(cfg.device).type == "cuda"):
             logp = per_token_logps(policy, masked_prompt[c], batch["completion"][c], mask_id,
                                    _rows(batch["attention_mask"], c))
         tok, kl, clipped = grpo_token_loss(logp, old[c], ref[c] if ref is not None else logp.detach(),

@@ -399,9 +399,27 @@ def read_config(folder):
     return config_from_hf(d, folder)
 
 
+SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
+
+
+def read_header(path):
+    """The JSON header of a safetensors file ({name: {dtype, shape, data_offsets}}) and where its data starts."""
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if not 2 <= n <= 100_000_000:
+                raise ValueError(f"header length {n}")
+            header = json.loads(fh.read(n))
+        header.pop("__metadata__", None)
+        for name, info in header.items():
+            info["dtype"], info["shape"], info["data_offsets"]  # every entry has all three
+        return header, 8 + n
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+
+
 def weight_files(folder):
     """{tensor name: shard path} from model.safetensors.index.json, or every name of model.safetensors."""
-    from safetensors import safe_open
     folder = Path(folder)
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -417,11 +435,7 @@ def weight_files(folder):
     single = folder / "model.safetensors"
     if not single.is_file():
         raise CheckpointError(f"{folder} has neither model.safetensors nor model.safetensors.index.json")
-    try:
-        with safe_open(single, "pt") as f:
-            return {name: single for name in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"{single} is not a readable safetensors file: {e}") from None
+    return {name: single for name in read_header(single)[0]}
 
 
 def _names(names, most=8):
@@ -442,32 +456,54 @@ def check_tensor_names(model, stored):
 def load(path, device="cpu", dtype=None):
     """A Transformer from a checkpoint folder (LLaDA HF layout), filled shard by shard.
 
-    The module is built on the meta device and allocated once in the target dtype (default: the
-    dtype the weights are stored in), so peak host memory is about the size of the weights."""
-    from safetensors import safe_open
+    Every name, shape and dtype is checked against the config before any weight is read. The module
+    is built on the meta device and allocated once in the target dtype (default: the dtype the
+    weights are stored in); each tensor's bytes are read from the file straight into its parameter,
+    so peak host memory is the weights themselves (plus one tensor when loading onto a GPU)."""
     cfg = read_config(path)
     with torch.device("meta"):
         model = Transformer(cfg)
     shards = weight_files(path)
     check_tensor_names(model, shards)
+    headers = {shard: read_header(shard) for shard in set(shards.values())}
+    for shard, (header, _) in headers.items():
+        for name, info in header.items():
+            check_stored_tensor(name, info, shard, model)
     if dtype is None:
         name, shard = next(iter(shards.items()))
-        with safe_open(shard, "pt") as f:
-            dtype = getattr(torch, {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}.get(
-                f.get_slice(name).get_dtype(), "float32"))
+        dtype = SAFETENSORS_DTYPES[headers[shard][0][name]["dtype"]]
     model = model.to(dtype=dtype).to_empty(device=device)
     params = dict(model.named_parameters())
-    for shard in sorted(set(shards.values())):
-        with safe_open(shard, "pt", device="cpu") as f:
-            for name in f.keys():
-                p = params[name[len(PREFIX):]]
-                t = f.get_tensor(name)
-                if t.shape != p.shape:
-                    raise CheckpointError(f"tensor {name} in {shard.name} has shape {tuple(t.shape)}, "
-                                          f"the config needs {tuple(p.shape)}")
-                with torch.no_grad():
-                    p.copy_(t)
+    for shard in sorted(headers):
+        fill_from_shard(shard, *headers[shard], params)
     return model.eval()
+
+
+def check_stored_tensor(name, info, shard, model):
+    p = model.get_parameter(name[len(PREFIX):])
+    if tuple(info["shape"]) != tuple(p.shape):
+        raise CheckpointError(f"tensor {name} in {shard.name} has shape {tuple(info['shape'])}, "
+                              f"the config needs {tuple(p.shape)}")
+    if info["dtype"] not in SAFETENSORS_DTYPES:
+        raise CheckpointError(f"tensor {name} in {shard.name} has dtype {info['dtype']}, which is not a float type")
+
+
+@torch.no_grad()
+def fill_from_shard(path, header, data_start, params):
+    """Read each tensor of one safetensors file into its parameter: directly into the parameter's
+    memory when it is on the CPU in the stored dtype, else through one temporary tensor."""
+    with open(path, "rb") as fh:
+        for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            p = params[name[len(PREFIX):]]
+            begin, end = info["data_offsets"]
+            stored = SAFETENSORS_DTYPES[info["dtype"]]
+            fh.seek(data_start + begin)
+            direct = p.device.type == "cpu" and p.dtype == stored and p.is_contiguous()
+            buf = p.view(-1).view(torch.uint8).numpy() if direct else bytearray(end - begin)
+            if fh.readinto(buf) != end - begin:
+                raise CheckpointError(f"{path} is truncated: tensor {name} is incomplete")
+            if not direct:
+                p.copy_(torch.frombuffer(buf, dtype=stored).view(p.shape))
 
 
 def save(model, path, tokenizer=None):

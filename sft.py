@@ -219,7 +219,7 @@ def train(cfg):
         ids, prompt_len = pad_answers(tokenizer, batch, cfg.answer_length)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device == "cuda"):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(cfg.device).type == "cuda"):
             loss, unscaled, _ = sft_loss(net, ids.to(cfg.device), prompt_len, tokenizer.mask_id, cfg.eps, cfg.norm, g)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; the last checkpoint in {out} is kept")

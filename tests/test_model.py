@@ -1,6 +1,7 @@
 """model.py: parity with the original LLaDA code, the 8B shape, masking, checkpoints, errors."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -273,3 +274,43 @@ def test_llada_8b_is_downloaded_through_huggingface_hub(tmp_path, monkeypatch):
     hub.snapshot_download = offline
     with pytest.raises(FileNotFoundError, match="downloading GSAI-ML/LLaDA-8B-Instruct failed .OSError: no network"):
         model.resolve_checkpoint("llada-8b")
+
+
+LOAD_PEAK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import model
+
+
+def vm(field):  # kB in /proc/self/status; VmHWM is the peak resident size of this process image
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":")) * 1024
+
+
+model.load(sys.argv[2])  # pays torch's one-off start-up costs
+before = vm("VmRSS")
+m = model.load(sys.argv[3])
+weights = sum(p.numel() * p.element_size() for p in m.parameters())
+print(next(m.parameters()).dtype, (vm("VmHWM") - before) / weights)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_sharded_bf16_checkpoint_loads_without_an_fp32_copy(tiny_path, tmp_path):
+    import subprocess
+    import sys
+    cfg = model.ModelConfig(d_model=1024, n_layers=6, n_heads=8, n_kv_heads=8, mlp_hidden=2816, vocab_size=8192,
+                            mask_id=8000, eos_id=8001, eot_id=8002, tokenizer="llada")
+    state = model.base_state(model.build(cfg, dtype=torch.bfloat16))
+    names, k = sorted(state), 4
+    weight_map = {}
+    for s in range(k):
+        shard = f"model-{s + 1:05d}-of-{k:05d}.safetensors"
+        save_file({n: state[n] for n in names[s::k]}, tmp_path / shard)
+        weight_map.update({n: shard for n in names[s::k]})
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / "config.json").write_text(json.dumps(model.config_to_hf(cfg)))
+    root = str(Path(model.__file__).parent)
+    out = subprocess.run([sys.executable, "-c", LOAD_PEAK, root, str(tiny_path), str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "torch.bfloat16"  # the stored dtype, no fp32 detour
+    assert float(out[1]) <= 1.2  # peak host memory over the weights' size (bytes read straight into them)
