@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import model as model_lib
+import tasks
 
 REMASKING = ("low_confidence", "random")
 
@@ -144,15 +145,19 @@ def left_pad(rows, pad_id):
     return ids, mask
 
 
-def encode_prompt(tokenizer, task, example, style):
+def encode_prompt(tokenizer, task, example, style, for_eval=False):
     """Token ids of a task's prompt: the compact toy format, or the chat format inside the model's
-    chat template (LLaDA-8B-Instruct)."""
+    chat template (LLaDA-8B-Instruct). d1 evaluates chat models with its evaluation prompt (it asks
+    for \\boxed{}) and pre-fills the answer with "<reasoning>" (PAPERS.md Part 4, item 10)."""
+    if for_eval and style == "chat":
+        return tokenizer.encode(tokenizer.chat(task.prompt(example, "chat_eval")) + tasks.EVAL_PREFILL)
     return tokenizer.encode(tokenizer.chat(task.prompt(example, style)))
 
 
-def prompt_batch(tokenizer, task, examples, style, device="cpu"):
+def prompt_batch(tokenizer, task, examples, style, device="cpu", for_eval=False):
     """(B, P) left-padded prompt ids and their attention mask (None when no row is padded)."""
-    ids, mask = left_pad([encode_prompt(tokenizer, task, ex, style) for ex in examples], tokenizer.eos_id)
+    rows = [encode_prompt(tokenizer, task, ex, style, for_eval) for ex in examples]
+    ids, mask = left_pad(rows, tokenizer.eos_id)
     return ids.to(device), (None if bool(mask.all()) else mask.to(device))
 
 
@@ -169,7 +174,7 @@ def evaluate(model, tokenizer, task, examples, *, style, gen_length, steps, bloc
     results = []
     for i in tqdm(range(0, len(examples), batch_size), desc="evaluating", disable=not progress, leave=False):
         chunk = examples[i:i + batch_size]
-        ids, mask = prompt_batch(tokenizer, task, chunk, style, device)
+        ids, mask = prompt_batch(tokenizer, task, chunk, style, device, for_eval=True)
         out = generate(model, ids, gen_length=gen_length, steps=steps, block_length=block_length,
                        mask_id=tokenizer.mask_id, attention_mask=mask)
         texts = [tokenizer.decode(row) for row in out[:, ids.shape[1]:].tolist()]

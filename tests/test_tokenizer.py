@@ -70,3 +70,19 @@ def test_llada_checkpoint_loads_with_its_tokenizer_and_saves_it(small_llada_fold
 def test_missing_tokenizer_json_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="tokenizer.json is missing"):
         model.hf_tokenizer(tmp_path)
+
+
+def test_chat_evaluation_uses_d1s_eval_prompt_and_prefill(small_llada_folder):
+    import sample
+    import tasks
+    tok = model.hf_tokenizer(small_llada_folder)
+    task = tasks.get_task("countdown")
+    ex = task.generate(1, seed=0)[0]
+    train_ids = sample.encode_prompt(tok, task, ex, "chat")
+    eval_ids = sample.encode_prompt(tok, task, ex, "chat", for_eval=True)
+    assert eval_ids[-len("<reasoning>"):] == tok.encode("<reasoning>")  # the answer is pre-filled
+    assert eval_ids[-len("<reasoning>") - 3] == tok.special["<|end_header_id|>"]  # right after the template
+    assert eval_ids[:-len("<reasoning>")] == tok.encode(tok.chat(task.prompt(ex, "chat_eval")))
+    assert train_ids == tok.encode(tok.chat(task.prompt(ex, "chat")))
+    assert sample.encode_prompt(model.byte_tokenizer(), task, ex, "toy", for_eval=True) == \
+        model.byte_tokenizer().encode(task.prompt(ex, "toy"))  # the toy format has no prefill
