@@ -204,13 +204,24 @@ def option(default, help):
     return field(default=default, metadata={"help": help})
 
 
+def preset_of(name):
+    """Whose defaults a run of --model `name` takes: the preset itself, or for a checkpoint folder
+    "toy" (byte vocabulary) or "llada-8b" (LLaDA's tokenizer), as its config.json says."""
+    if name in PRESETS:
+        return name
+    try:
+        return "toy" if json.loads((Path(name) / "config.json").read_text()).get("tokenizer") == "bytes" else "llada-8b"
+    except (OSError, ValueError):
+        return name
+
+
 def parse_config(cls, argv=None, description=None, model_defaults=None):
     """A config dataclass from command-line flags, one per field. `--model NAME` is read first, and
     model_defaults[NAME] (a dict) replaces the toy defaults: one knob scales the whole run."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--model", default=cls().model)
     name = pre.parse_known_args(argv)[0].model
-    defaults = {**asdict(cls()), **(model_defaults or {}).get(name, {})}
+    defaults = {**asdict(cls()), **(model_defaults or {}).get(preset_of(name), {}), "model": name}
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     toy = cls()
     for f in fields(cls):

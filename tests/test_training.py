@@ -152,3 +152,10 @@ def test_diffu_grpo_end_to_end_with_lora_saves_merged(small_path, tmp_path):
     policy, _, _ = dg.train(cfg)
     assert model.lora_layers(policy)
     assert not model.lora_layers(model.load(tmp_path / "lora"))  # a plain checkpoint
+
+
+def test_a_llada_folder_takes_d1_settings_and_a_toy_folder_the_toy_ones(tiny_path, small_path):
+    big = model.parse_config(dg.GRPOConfig, ["--model", str(tiny_path)], None, dg.MODEL_DEFAULTS)
+    assert (big.model, big.mu, big.lora_r) == (str(tiny_path), 12, 128)  # LLaDA's format: d1's settings
+    toy = model.parse_config(dg.GRPOConfig, ["--model", str(small_path)], None, dg.MODEL_DEFAULTS)
+    assert (toy.model, toy.mu, toy.lora_r) == (str(small_path), 4, 0)
