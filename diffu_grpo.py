@@ -380,7 +380,10 @@ def main(argv=None):
     if cfg.dry_run:
         print_plan(cfg, model_lib.PRESETS[cfg.model] if cfg.model in model_lib.PRESETS else model_lib.read_config(cfg.model))
         return
-    policy, before, after = train(cfg)
+    try:
+        policy, before, after = train(cfg)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        raise SystemExit(f"error: {e}")
     print(f"diffu-GRPO done: held-out accuracy {before:.2%} -> {after:.2%}; checkpoint in {cfg.out}")
 
 

@@ -193,13 +193,13 @@ def train(cfg):
         raise ValueError(f"--norm must be sequence or batch, not {cfg.norm!r}")
     if cfg.task != "s1k":
         sample.check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", 0.0, 0.0)
+    if cfg.task == "s1k" and not cfg.data:
+        raise ValueError("--task s1k needs --data: a JSON/JSONL copy of simplescaling/s1K")
     net, tokenizer = model_lib.load_model(cfg.model, device=cfg.device, seed=cfg.seed)
     params = model_lib.prepare_for_training(net, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
                                             cfg.grad_ckpt, cfg.seed)
     style = "toy" if net.config.tokenizer == "bytes" else "chat"
     if cfg.task == "s1k":
-        if not cfg.data:
-            raise ValueError("--task s1k needs --data: a JSON/JSONL copy of simplescaling/s1K")
         task, test, pairs = None, [], s1k_pairs(tokenizer, s1k_records(cfg.data))
     else:
         task = tasks.get_task(cfg.task)
@@ -249,7 +249,10 @@ def train(cfg):
 
 def main(argv=None):
     cfg = model_lib.parse_config(SFTConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS)
-    net, acc = train(cfg)
+    try:
+        net, acc = train(cfg)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        raise SystemExit(f"error: {e}")
     print(f"SFT done: checkpoint in {cfg.out}" + (f", held-out accuracy {acc:.2%}" if acc is not None else ""))
 
 
