@@ -334,13 +334,14 @@ def examples_for(task, path, n, seed, split):
     return task.generate(n, seed=seed, split=split)
 
 
-def train(cfg):
-    """Run diffu-GRPO; returns (policy, held-out accuracy before, after)."""
+def train(cfg, train_examples=None, test_examples=None):
+    """Run diffu-GRPO; returns (policy, held-out accuracy before, after). Example lists, when given,
+    replace the task's prompts and held-out set (reproduce.py builds its own distributions)."""
     from tqdm import tqdm
     policy, params, tokenizer, task = setup(cfg)
     style = "toy" if policy.config.tokenizer == "bytes" else "chat"
-    train_ex = examples_for(task, cfg.data, cfg.n_train, cfg.seed, "train")
-    test = examples_for(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test")[:cfg.n_eval]
+    train_ex = train_examples or examples_for(task, cfg.data, cfg.n_train, cfg.seed, "train")
+    test = (test_examples or examples_for(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
     if not train_ex or not test:
         raise ValueError(f"task {task.name}: no training prompts or no held-out examples")
     ref_model = reference_policy(policy, cfg.lora_r > 0) if cfg.beta else None

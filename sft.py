@@ -186,8 +186,9 @@ def evaluate_model(net, tokenizer, task, test, style, cfg):
     return acc
 
 
-def train(cfg):
-    """Run masked SFT; returns (model, final held-out accuracy or None)."""
+def train(cfg, train_examples=None, test_examples=None):
+    """Run masked SFT; returns (model, final held-out accuracy or None). Example lists, when given,
+    replace the task's data (reproduce.py builds its own distributions)."""
     from tqdm import tqdm
     if cfg.norm not in ("sequence", "batch"):
         raise ValueError(f"--norm must be sequence or batch, not {cfg.norm!r}")
@@ -203,8 +204,9 @@ def train(cfg):
         task, test, pairs = None, [], s1k_pairs(tokenizer, s1k_records(cfg.data))
     else:
         task = tasks.get_task(cfg.task)
-        pairs = task_pairs(tokenizer, task, task_examples(task, cfg.data, cfg.n_train, cfg.seed, "train"), style)
-        test = task_examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test")[:cfg.n_eval]
+        train_examples = train_examples or task_examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
+        pairs = task_pairs(tokenizer, task, train_examples, style)
+        test = (test_examples or task_examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
