@@ -463,7 +463,7 @@ def _reward(max_value, min_value=0.0):
 
 def _attempts(n):
     """Draws for a generator of n distinct items; raises instead of looping forever."""
-    yield from range(100 * n + 10_000)  # the caller returns once it has n
+    yield from range(1000 * n + 100_000)  # the caller returns once it has n (Countdown test: ~1 in 100)
     raise ValueError(f"could not draw {n} distinct examples; ask for fewer")
 
 
