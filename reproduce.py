@@ -11,7 +11,8 @@ error over seeds), writes the numbers as JSON and the reward curves as a PNG (ma
 
 The toy analogue of d1's setting (README, "Reproducing d1 at toy scale"):
 - base: masked-diffusion training on task-domain text that is *not* a worked solution of the test
-  distribution: easier instances (Sudoku with few blanks, Countdown with two numbers). LLaDA-Instruct
+  distribution: easier instances (Sudoku with 2-6 blanks where the target has 10; Countdown with two
+  numbers, or three small ones, 1-20, where the target draws three from 1-100). LLaDA-Instruct
   plays this role in d1: it can do some of the task, none of it from worked target solutions.
 - SFT: a small, fixed set of worked target solutions, trained for many epochs (d1: s1K, 1,000
   examples, 20 epochs; general reasoning rather than the target task).
@@ -45,7 +46,7 @@ class ReproConfig:
     pretrain_steps: int = option(600, "base model: masked-diffusion steps on the easier domain data")
     sft_examples: int = option(128, "the fixed, small set of worked target solutions")
     sft_steps: int = option(300, "SFT steps over that set (batch 64: 150 epochs at the defaults)")
-    rl_steps: int = option(30, "diffu-GRPO outer steps for each RL row")
+    rl_steps: int = option(40, "diffu-GRPO outer steps for each RL row")
     rl_lr: float = option(1e-4, "diffu-GRPO learning rate")
     temperature: float = option(0.7, "rollout temperature")
     prompts_per_step: int = option(16, "prompts per diffu-GRPO step")
@@ -64,18 +65,27 @@ ROWS = ("base", "sft", "diffu-grpo", "d1")
 
 # ----------------------------------------------------------------------------- the toy distributions
 
-def countdown_pairs(seed):
-    """Every two-number Countdown instance a op b = target in 1..100 (about 10,800), shuffled: domain
-    text (the arithmetic of the task), not the three-number target task."""
+def countdown_domain(n, seed):
+    """Countdown domain text, easier than the target task: every two-number instance a op b in 1..100
+    (about 10,800), and n three-number instances whose numbers are small (1..20; the target task draws
+    them from 1..100), each with the expression that built it."""
     import random
-    cd = tasks.get_task("countdown")
+    cd, rng = tasks.get_task("countdown"), random.Random(seed)
     out = []
     for a in range(1, 101):
         for b in range(1, 101):
             for op, value in (("+", a + b), ("-", a - b), ("*", a * b), ("/", a / b)):
                 if value == int(value) and 1 <= value <= 100:
                     out.append(cd.make([a, b], int(value), f"{a}{op}{b}"))
-    random.Random(seed).shuffle(out)
+    seen = set()
+    while len(seen) < n:
+        a, b, c = (rng.randint(1, 20) for _ in range(3))
+        expr = rng.choice([f"{a}{o1}{b}{o2}{c}" for o1 in "+-*" for o2 in "+-*"] + [f"({a}+{b})*{c}", f"({a}-{b})*{c}"])
+        value = tasks.safe_eval(expr, strict=True)
+        if value is not None and value == int(value) and 1 <= value <= 100 and (a, b, c, value) not in seen:
+            seen.add((a, b, c, value))
+            out.append(cd.make([a, b, c], int(value), expr))
+    rng.shuffle(out)
     return out
 
 
@@ -88,7 +98,7 @@ def distributions(name, cfg, seed):
         pool = task.generate(20000 + cfg.n_val, seed=seed + 100, split="train", blanks=target)
         test = task.generate(cfg.n_test, seed=seed + 200, split="test", blanks=target)
     else:
-        domain = countdown_pairs(seed)
+        domain = countdown_domain(20000, seed)
         pool = task.generate(20000 + cfg.n_val, seed=seed + 100, split="train")
         test = task.generate(cfg.n_test, seed=seed + 200, split="test")
     val, rest = pool[:cfg.n_val], pool[cfg.n_val:]

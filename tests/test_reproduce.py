@@ -24,5 +24,8 @@ def test_toy_distributions_keep_test_grids_out_of_training():
     assert not train_grids & {ex.solution for ex in test}  # whole solution grids held out
     assert all(ex.puzzle.count("0") == 10 for ex in sft_set + test) and len(sft_set) == 64
     assert max(ex.puzzle.count("0") for ex in domain) <= 6  # the base never sees a target-level puzzle
-    pairs = reproduce.countdown_pairs(0)
-    assert all(len(ex.nums) == 2 for ex in pairs) and len(pairs) > 10_000
+    domain = reproduce.countdown_domain(500, 0)
+    three = [ex for ex in domain if len(ex.nums) == 3]
+    assert len(three) == 500 and all(max(ex.nums) <= 20 for ex in three)  # small numbers only
+    cd = reproduce.tasks.get_task("countdown")
+    assert all(cd.score(ex.expression, ex, style="toy")[0] == 1.0 for ex in domain[:2000])
