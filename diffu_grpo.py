@@ -326,24 +326,14 @@ def reference_policy(policy, lora):
     return copy.deepcopy(policy).eval().requires_grad_(False)
 
 
-def examples_for(task, path, n, seed, split):
-    if path:
-        return task.load(path, split=split)
-    if not hasattr(task, "generate"):
-        raise ValueError(f"task {task.name} has no generator: pass --data/--test_data")
-    return task.generate(n, seed=seed, split=split)
-
-
 def train(cfg, train_examples=None, test_examples=None):
     """Run diffu-GRPO; returns (policy, held-out accuracy before, after). Example lists, when given,
     replace the task's prompts and held-out set (reproduce.py builds its own distributions)."""
     from tqdm import tqdm
     policy, params, tokenizer, task = setup(cfg)
     style = "toy" if policy.config.tokenizer == "bytes" else "chat"
-    train_ex = train_examples or examples_for(task, cfg.data, cfg.n_train, cfg.seed, "train")
-    test = (test_examples or examples_for(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
-    if not train_ex or not test:
-        raise ValueError(f"task {task.name}: no training prompts or no held-out examples")
+    train_ex = train_examples or tasks.examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
+    test = (test_examples or tasks.examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
     ref_model = reference_policy(policy, cfg.lora_r > 0) if cfg.beta else None
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)

@@ -155,18 +155,6 @@ def s1k_pairs(tokenizer, records):
     return pairs
 
 
-def task_examples(task, path, n, seed, split):
-    if path:
-        examples = task.load(path, split=split)
-    elif hasattr(task, "generate"):
-        examples = task.generate(n, seed=seed, split=split)
-    else:
-        raise ValueError(f"task {task.name} has no generator: pass --data/--test_data (a {split} file)")
-    if not examples:
-        raise ValueError(f"no {split} examples for task {task.name}")
-    return examples
-
-
 def task_pairs(tokenizer, task, examples, style):
     """(prompt ids, answer ids) of a task's worked solutions; chat answers end with end-of-turn."""
     eot = [tokenizer.eot_id] if style == "chat" else []
@@ -204,9 +192,9 @@ def train(cfg, train_examples=None, test_examples=None):
         task, test, pairs = None, [], s1k_pairs(tokenizer, s1k_records(cfg.data))
     else:
         task = tasks.get_task(cfg.task)
-        train_examples = train_examples or task_examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
+        train_examples = train_examples or tasks.examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
         pairs = task_pairs(tokenizer, task, train_examples, style)
-        test = (test_examples or task_examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
+        test = (test_examples or tasks.examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)

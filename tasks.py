@@ -947,6 +947,20 @@ class Sudoku(Task):
 TASKS = {t.name: t for t in (GSM8K(), MATH500(), Countdown(), Sudoku())}
 
 
+def examples(task, path, n, seed, split):
+    """A task's examples for training or evaluation: from a local file when a path is given, else n
+    from its seeded generator (Sudoku, Countdown); a clear error when neither gives any."""
+    if path:
+        out = task.load(path, split=split)
+    elif hasattr(task, "generate"):
+        out = task.generate(n, seed=seed, split=split)
+    else:
+        raise ValueError(f"task {task.name} has no generator: pass --data/--test_data (a {split} file)")
+    if not out:
+        raise ValueError(f"no {split} examples for task {task.name}")
+    return out
+
+
 def get_task(name):
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")

@@ -159,3 +159,10 @@ def test_a_llada_folder_takes_d1_settings_and_a_toy_folder_the_toy_ones(tiny_pat
     assert (big.model, big.mu, big.lora_r) == (str(tiny_path), 12, 128)  # LLaDA's format: d1's settings
     toy = model.parse_config(dg.GRPOConfig, ["--model", str(small_path)], None, dg.MODEL_DEFAULTS)
     assert (toy.model, toy.mu, toy.lora_r) == (str(small_path), 4, 0)
+
+
+def test_a_task_without_a_generator_needs_a_data_file():
+    import tasks
+    with pytest.raises(ValueError, match="has no generator: pass --data"):
+        tasks.examples(tasks.get_task("gsm8k"), None, 10, 0, "train")
+    assert len(tasks.examples(tasks.get_task("sudoku"), None, 10, 0, "train")) == 10
