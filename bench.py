@@ -127,7 +127,6 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (the median is shown)")
     p.add_argument("--device", default=model_lib.default_device())
     args = p.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
     peak = matmul_peak(args.device)
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"matmul peak {peak / 1e9:.1f} GFLOP/s (float32, 2048^3)")

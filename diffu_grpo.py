@@ -264,7 +264,7 @@ def inner_update(policy, opt, batch, masked_prompt, old, ref, cfg, mask_id, chun
         stats["clip"] += ((clipped.float() * mask[c]).sum() / n_tokens).item()
     if not math.isfinite(stats["loss"]):
         raise FloatingPointError(f"loss is {stats['loss']}; stopping before the update")
-    torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], cfg.grad_clip)
+    torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], cfg.grad_clip)  # the trainable parameters
     opt.step()
     return stats
 
@@ -331,7 +331,7 @@ def train(cfg, train_examples=None, test_examples=None):
     replace the task's prompts and held-out set (reproduce.py builds its own distributions)."""
     from tqdm import tqdm
     policy, params, tokenizer, task = setup(cfg)
-    style = "toy" if policy.config.tokenizer == "bytes" else "chat"
+    style = sample.prompt_style(policy.config)
     train_ex = train_examples or tasks.examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
     test = (test_examples or tasks.examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
     ref_model = reference_policy(policy, cfg.lora_r > 0) if cfg.beta else None

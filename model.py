@@ -369,7 +369,7 @@ def config_from_hf(d, folder=None):
     if missing:
         raise CheckpointError(f"config.json lacks {', '.join(missing)}")
     kw = {ours: d[hf] for ours, hf in HF_KEYS.items()}
-    kw["eot_id"] = d.get("eot_token_id", _special_id(folder, "<|eot_id|>"))
+    kw["eot_id"] = d.get("eot_token_id", special_tokens(folder).get("<|eot_id|>"))
     kw["tokenizer"] = d.get("tokenizer", "llada")
     return ModelConfig(**kw)
 
@@ -388,10 +388,6 @@ def special_tokens(folder):
         return {}
     added = json.loads(path.read_text()).get("added_tokens_decoder", {})
     return {t["content"]: int(i) for i, t in added.items() if t.get("special", True)}
-
-
-def _special_id(folder, token):
-    return special_tokens(folder).get(token)
 
 
 def read_config(folder):

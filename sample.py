@@ -145,6 +145,11 @@ def left_pad(rows, pad_id):
     return ids, mask
 
 
+def prompt_style(config):
+    """The prompt format a model reads: the compact toy format for the byte vocabulary, else d1's chat format."""
+    return "toy" if config.tokenizer == "bytes" else "chat"
+
+
 def encode_prompt(tokenizer, task, example, style, for_eval=False):
     """Token ids of a task's prompt: the compact toy format, or the chat format inside the model's
     chat template (LLaDA-8B-Instruct). d1 evaluates chat models with its evaluation prompt (it asks

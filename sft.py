@@ -187,7 +187,7 @@ def train(cfg, train_examples=None, test_examples=None):
     net, tokenizer = model_lib.load_model(cfg.model, device=cfg.device, seed=cfg.seed)
     params = model_lib.prepare_for_training(net, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
                                             cfg.grad_ckpt, cfg.seed)
-    style = "toy" if net.config.tokenizer == "bytes" else "chat"
+    style = sample.prompt_style(net.config)
     if cfg.task == "s1k":
         task, test, pairs = None, [], s1k_pairs(tokenizer, s1k_records(cfg.data))
     else:
