@@ -18,6 +18,7 @@ Departures from the original modeling code (Feb-2025 revision of modeling_llada.
    the bias from `attention_mask` and then never passes it to attention.
 2. The forward pass can return logits at selected positions only (`logits_at`), so the
    sampler and the RL log-prob pass never materialise [B, T, V] logits they do not use.
+3. An optional KV cache (KVCache) for Fast-dLLM's approximate cached decoding; off by default.
 
 Shapes: B batch, T sequence length, C d_model, H heads, D head dim, V vocabulary.
 """
@@ -83,12 +84,14 @@ class Block(nn.Module):
         self.up_proj = nn.Linear(C, cfg.mlp_hidden, bias=False)
         self.ff_out = nn.Linear(cfg.mlp_hidden, C, bias=False)
 
-    def attention(self, x, cos, sin, key_mask):
+    def attention(self, x, cos, sin, key_mask, kv=None):
         B, T, C = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)     # (B, H, T, D)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv is not None:  # a KVCache's slot for this layer: keys and values of the whole sequence
+            k, v = kv(k, v)  # (B, Hkv, T_all, D)
         if self.n_kv_heads != self.n_heads:  # grouped-query attention (LLaDA-8B has none)
             k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
             v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
@@ -98,8 +101,8 @@ class Block(nn.Module):
     def mlp(self, x):
         return self.ff_out(F.silu(self.ff_proj(x)) * self.up_proj(x))  # SwiGLU
 
-    def forward(self, x, cos, sin, key_mask):
-        x = x + self.attention(self.attn_norm(x), cos, sin, key_mask)
+    def forward(self, x, cos, sin, key_mask, kv=None):
+        x = x + self.attention(self.attn_norm(x), cos, sin, key_mask, kv)
         return x + self.mlp(self.ff_norm(x))
 
 
@@ -168,27 +171,58 @@ class Transformer(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
 
-    def forward(self, idx, attention_mask=None, logits_at=None):
+    def forward(self, idx, attention_mask=None, logits_at=None, cache=None, start=0):
         """idx (B, T) token ids; attention_mask (B, T), 1 for real tokens and 0 for padding, whose
         keys become invisible; logits_at: the positions to return logits for, a slice or (K,) index
-        (same for every row) or a (B, T) bool mask (then the logits are flattened to (N, V))."""
+        (same for every row) or a (B, T) bool mask (then the logits are flattened to (N, V)).
+
+        cache (a KVCache, sampling only): an empty cache is filled with every layer's keys and values;
+        a filled one makes idx the tokens at positions start..start+T of the cached sequence, whose
+        own keys and values replace the cached ones there, and whose queries attend over the whole
+        sequence (attention_mask then covers the whole sequence)."""
         B, T = idx.shape
         cfg = self.config
-        cos, sin = rope_cos_sin(T, cfg.d_model // cfg.n_heads, cfg.rope_theta, idx.device)  # (T, D)
+        cos, sin = rope_cos_sin(start + T, cfg.d_model // cfg.n_heads, cfg.rope_theta, idx.device)
+        cos, sin = cos[start:], sin[start:]  # (T, D), the angles of positions start..start+T
         key_mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
-            key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): True = may attend
+            key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T_all): True = may attend
         x = self.transformer.wte(idx)  # (B, T, C)
-        for block in self.transformer.blocks:
+        for i, block in enumerate(self.transformer.blocks):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, cos, sin, key_mask, use_reentrant=False)  # recompute in backward
             else:
-                x = block(x, cos, sin, key_mask)
+                x = block(x, cos, sin, key_mask, None if cache is None else cache.slot(i, start))
         if isinstance(logits_at, torch.Tensor) and logits_at.dtype == torch.bool:
             x = x[logits_at]  # (N, C): the positions where logits_at (B, T) is True
         elif logits_at is not None:
             x = x[:, logits_at]  # (B, K, C): only the positions the caller will read
         return self.transformer.ff_out(self.transformer.ln_f(x))  # (B, T, V), (B, K, V) or (N, V)
+
+
+class KVCache:
+    """Fast-dLLM's block-wise approximate KV cache (arXiv 2505.22618, Sec. 3.2), for sampling.
+
+    A full forward pass stores every layer's keys and values (after RoPE), shape (B, Hkv, T, D).
+    A later pass over a span of positions computes that span's keys and values afresh, writes them
+    into the cache and attends over the whole cached sequence: the other positions' keys and values
+    are those of the last full pass, not of the current tokens (the approximation). The sampler
+    refills the cache at the start of each block (sample.generate, cache="prefix" or "dual")."""
+
+    def __init__(self):
+        self.layers = []  # [(k, v)] per layer
+
+    def slot(self, i, start):
+        """The function layer i calls with its fresh (k, v) of positions start..start+T."""
+        def update(k, v):
+            if i == len(self.layers):  # filling: a full pass
+                self.layers.append((k, v))
+                return k, v
+            ck, cv = self.layers[i]
+            ck[:, :, start:start + k.shape[2]] = k
+            cv[:, :, start:start + v.shape[2]] = v
+            return ck, cv
+        return update
 
 
 def default_device():

@@ -14,12 +14,15 @@ Committed tokens are never remasked.
 
 At temperature 0 the tokens equal those of LLaDA's reference generate.py. Only the work that
 changes the result is done:
-1. Logits are computed for the current block only (the rest is never read; see unmask_step for
+1. Logits are computed for the current block only (the rest is never read; see exact_window for
    the one case where LLaDA's code also reads earlier positions).
 2. Gumbel noise (float64, as LLaDA) and the float64 softmax of the confidence are computed for the
    current block only, not for the whole sequence.
 3. top-k runs batched over rows; all rows share one schedule, since every block starts fully masked.
 4. A step whose schedule commits no token (more steps than tokens) is skipped.
+
+Opt-in and off by default (then the tokens differ from LLaDA's): Fast-dLLM's (arXiv 2505.22618)
+confidence-threshold parallel decoding (`threshold`) and block-wise approximate KV cache (`cache`).
 
 Shapes: B batch, P prompt length, L block length, V vocabulary.
 """
@@ -74,7 +77,10 @@ def predict(model, x, attention_mask, positions, cfg_scale, prompt_index, mask_i
     return u + (cfg_scale + 1) * (c - u)
 
 
-def check_settings(gen_length, steps, block_length, remasking, temperature, cfg_scale):
+CACHES = ("none", "prefix", "dual")
+
+
+def check_settings(gen_length, steps, block_length, remasking, temperature, cfg_scale, threshold=None, cache="none"):
     if gen_length <= 0 or block_length <= 0 or steps <= 0:
         raise ValueError(f"gen_length ({gen_length}), block_length ({block_length}) and steps ({steps}) must be positive")
     if gen_length % block_length:
@@ -86,15 +92,30 @@ def check_settings(gen_length, steps, block_length, remasking, temperature, cfg_
         raise ValueError(f"unknown remasking {remasking!r}; choose one of {', '.join(REMASKING)}")
     if temperature < 0 or cfg_scale < 0:
         raise ValueError(f"temperature ({temperature}) and cfg_scale ({cfg_scale}) must be >= 0")
+    if cache not in CACHES:
+        raise ValueError(f"unknown cache {cache!r}; choose one of {', '.join(CACHES)}")
+    if threshold is not None and not (0 < threshold <= 1 and remasking == "low_confidence"):
+        raise ValueError(f"threshold {threshold} must be in (0, 1] and needs low_confidence remasking")
+    if cache != "none" and cfg_scale:
+        raise ValueError("the KV cache does not support classifier-free guidance; use cache='none' with cfg_scale")
 
 
 @torch.no_grad()
 def generate(model, prompt, *, gen_length, steps, block_length, temperature=0.0, cfg_scale=0.0,
-             remasking="low_confidence", mask_id, attention_mask=None, generator=None, on_step=None):
+             remasking="low_confidence", mask_id, attention_mask=None, generator=None, on_step=None,
+             threshold=None, cache="none"):
     """LLaDA's reverse process (Sec. 2.4, App. A.3, App. B). prompt (B, P) ids, left-padded when rows
     differ in length, with attention_mask (B, P) 0 on the padding. Returns (B, P + gen_length).
-    on_step(x) is called after each step (progress bars, --show)."""
-    check_settings(gen_length, steps, block_length, remasking, temperature, cfg_scale)
+    on_step(x) is called after each step (progress bars, --show).
+
+    Two opt-in accelerations of Fast-dLLM (arXiv 2505.22618); with both off (the default) the tokens
+    are LLaDA's exactly:
+    threshold: confidence-aware parallel decoding (Sec. 3.3): each step also commits every candidate
+        of the block whose confidence is at least `threshold`; a block ends as soon as it is filled.
+    cache: "prefix" reuses the keys and values of the prompt and of finished blocks within a block
+        (Sec. 3.2); "dual" also those of the masked blocks after it. A full pass refreshes the cache
+        at each block's first step."""
+    check_settings(gen_length, steps, block_length, remasking, temperature, cfg_scale, threshold, cache)
     B, P = prompt.shape
     if P + gen_length > model.config.max_seq_len:
         raise ValueError(f"prompt ({P}) + gen_length ({gen_length}) exceeds the model's maximum "
@@ -106,33 +127,60 @@ def generate(model, prompt, *, gen_length, steps, block_length, temperature=0.0,
     num_blocks = gen_length // block_length
     schedule = transfer_schedule(block_length, steps // num_blocks)
     for b in range(num_blocks):
-        end = P + (b + 1) * block_length  # the current block ends here
-        for k in schedule:
-            if k > 0:
-                unmask_step(model, x, end, k, attention_mask, temperature, cfg_scale, remasking,
-                            prompt_index, mask_id, generator)
+        start, end = P + b * block_length, P + (b + 1) * block_length  # the current block
+        kv = None if cache == "none" else model_lib.KVCache()
+        for i, k in enumerate(schedule):
+            if threshold is not None and not (x[:, start:end] == mask_id).any():
+                break  # the block is filled
+            if k > 0 or threshold is not None:
+                if kv is None:
+                    window = exact_window(x, end, mask_id)
+                    logits = predict(model, x, attention_mask, window, cfg_scale, prompt_index, mask_id)  # (B, L, V)
+                else:
+                    window = slice(start, end)
+                    logits = cached_predict(model, x, attention_mask, start, end, kv, cache, fresh=i == 0)
+                commit(x, window, logits, k, temperature, remasking, threshold, mask_id, generator)
             if on_step is not None:
                 on_step(x)
     return x
 
 
-def unmask_step(model, x, end, k, attention_mask, temperature, cfg_scale, remasking,
-                prompt_index, mask_id, generator):
-    """One step of Alg. 4/5: predict every masked position before `end`, then commit the k most
-    confident candidates (in place on x).
-
-    The candidates are the masked positions of the current block, plus, as in LLaDA's code, any
-    earlier position that still holds [MASK] (the prompt's own masks, or a position where [MASK]
-    itself was the committed candidate: a trained model never predicts it, a random one can)."""
+def exact_window(x, end, mask_id):
+    """The positions to predict: the current block, plus, as in LLaDA's code, any earlier position
+    that still holds [MASK] (the prompt's own masks, or a position where [MASK] itself was the
+    committed candidate: a trained model never predicts it, a random one can). A slice of columns."""
     still_masked = (x[:, :end] == mask_id).any(0)  # (end,)
-    window = slice(int(still_masked.int().argmax()), end)  # from the first masked column: the block
-    logits = predict(model, x, attention_mask, window, cfg_scale, prompt_index, mask_id)  # (B, L, V)
+    return slice(int(still_masked.int().argmax()), end)  # from the first masked column to the block end
+
+
+def cached_predict(model, x, attention_mask, start, end, kv, cache, fresh):
+    """Logits of the block [start, end) with the KV cache. At a block's first step (fresh) one full
+    pass fills the cache; later steps recompute positions start..T ("prefix": the block and the masked
+    suffix) or only the block ("dual") against it. (B, L, V)."""
+    if fresh:
+        kv.layers.clear()
+        return model(x, attention_mask=attention_mask, logits_at=slice(start, end), cache=kv)
+    stop = x.shape[1] if cache == "prefix" else end
+    return model(x[:, start:stop], attention_mask=attention_mask, logits_at=slice(0, end - start),
+                 cache=kv, start=start)
+
+
+def commit(x, window, logits, k, temperature, remasking, threshold, mask_id, generator):
+    """One step of Alg. 4/5 on the candidates x[:, window] (in place): draw x0 at every position, then
+    commit the k most confident masked candidates (LLaDA), or with a threshold, every masked
+    candidate at least that confident and at least max(k, 1) of them (Fast-dLLM)."""
     x0 = sample_tokens(logits, temperature, generator)  # (B, L)
     score = confidence(logits, x0, remasking, generator)  # (B, L)
     xw = x[:, window]  # (B, L), a view of x
-    score = score.masked_fill(xw != mask_id, -math.inf)  # committed tokens stay
-    chosen = score.topk(k, dim=-1).indices  # (B, k)
-    xw.scatter_(1, chosen, x0.gather(1, chosen))
+    masked = xw == mask_id
+    score = score.masked_fill(~masked, -math.inf)  # committed tokens stay
+    if threshold is None:
+        chosen = score.topk(k, dim=-1).indices  # (B, k)
+        xw.scatter_(1, chosen, x0.gather(1, chosen))
+        return
+    top = torch.zeros_like(masked).scatter_(1, score.topk(max(k, 1), dim=-1).indices, True)  # (B, L)
+    take = (top | (score >= threshold)) & masked
+    xw.copy_(torch.where(take, x0, xw))
 
 
 # ----------------------------------------------------------------------------- prompts and CLI
@@ -205,6 +253,10 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 = Gumbel-max sampling")
     p.add_argument("--cfg_scale", type=float, default=0.0, help="unsupervised classifier-free guidance w")
     p.add_argument("--remasking", default="low_confidence", choices=REMASKING)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="Fast-dLLM parallel decoding: also commit every candidate this confident (off by default)")
+    p.add_argument("--cache", default="none", choices=CACHES,
+                   help="Fast-dLLM approximate KV cache: prefix, or dual (prefix and masked suffix)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of preset weights)")
     p.add_argument("--device", default=model_lib.default_device())
     p.add_argument("--show", action="store_true", help="print the answer after every step as it is unmasked")
@@ -216,7 +268,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         model, tokenizer = model_lib.load_model(args.model, device=args.device, seed=args.seed)
-        check_settings(args.gen_length, args.steps, args.block_length, args.remasking, args.temperature, args.cfg_scale)
+        check_settings(args.gen_length, args.steps, args.block_length, args.remasking, args.temperature, args.cfg_scale,
+                       args.threshold, args.cache)
     except (ValueError, FileNotFoundError, ImportError) as e:
         sys.exit(f"error: {e}")
     prompt = torch.tensor([tokenizer.encode(tokenizer.chat(args.prompt))], device=args.device)
@@ -234,7 +287,8 @@ def main(argv=None):
     generator = torch.Generator(args.device).manual_seed(args.seed)
     out = generate(model, prompt, gen_length=args.gen_length, steps=args.steps, block_length=args.block_length,
                    temperature=args.temperature, cfg_scale=args.cfg_scale, remasking=args.remasking,
-                   mask_id=tokenizer.mask_id, generator=generator, on_step=on_step)
+                   mask_id=tokenizer.mask_id, generator=generator, on_step=on_step, threshold=args.threshold,
+                   cache=args.cache)
     bar.close()
     print(tokenizer.decode(out[0, P:].tolist()))
 
