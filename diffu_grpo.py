@@ -24,6 +24,8 @@ Departures from d1's code (see ../README.md too):
    the estimate (d1 passes no attention mask).
 4. Advantages are r - mean(r) (Eq. 2, as d1); `--scale_rewards` divides by the group std as
    the original GRPO does.
+5. Opt-in, off by default: rollouts with Fast-dLLM's parallel decoding and KV cache (`--threshold`,
+   `--cache`; see sample.generate). Held-out evaluation always uses LLaDA's exact sampler.
 
 Shapes: N = prompts x G sequences, P prompt length, L answer length, V vocabulary.
 """
@@ -66,6 +68,9 @@ class GRPOConfig:
     gen_length: int = option(16, "answer length")
     block_length: int = option(16, "sampler block length")
     diffusion_steps: int = option(16, "sampler steps")
+    threshold: float = option(0.0, "rollouts only: Fast-dLLM parallel decoding, also commit every candidate this "
+                                   "confident (0: off, LLaDA's sampler)")
+    cache: str = option("none", "rollouts only: Fast-dLLM approximate KV cache, none, prefix or dual")
     loss_norm: str = option("token", "token: mean over all answer tokens (d1's code); sequence: 1/|o_i| (paper)")
     scale_rewards: bool = option(False, "divide advantages by the group std (d1 does not)")
     micro_batch: int = option(0, "sequences per forward/backward in the update (0: all at once)")
@@ -172,7 +177,8 @@ def rollout(policy, tokenizer, task, examples, cfg, style, generator):
     am = None if am is None else am.repeat_interleave(G, dim=0)
     out = sample.generate(policy, prompt, gen_length=cfg.gen_length, steps=cfg.diffusion_steps,
                           block_length=cfg.block_length, temperature=cfg.temperature,
-                          mask_id=tokenizer.mask_id, attention_mask=am, generator=generator)
+                          mask_id=tokenizer.mask_id, attention_mask=am, generator=generator,
+                          threshold=cfg.threshold or None, cache=cfg.cache)
     completion = out[:, prompt.shape[1]:]  # (N, L)
     texts = [tokenizer.decode(row) for row in completion.tolist()]
     repeated = [ex for ex in examples for _ in range(G)]
@@ -304,7 +310,8 @@ def setup(cfg):
         raise ValueError(f"--num_generations must be at least 2 (GRPO compares answers within a group), not {cfg.num_generations}")
     if cfg.loss_norm not in ("token", "sequence"):
         raise ValueError(f"--loss_norm must be token or sequence, not {cfg.loss_norm!r}")
-    sample.check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", cfg.temperature, 0.0)
+    sample.check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", cfg.temperature, 0.0,
+                          cfg.threshold or None, cfg.cache)
     if cfg.model not in model_lib.PRESETS and not Path(cfg.model).exists():
         hint = " (run `python sft.py` first: it writes runs/sft-toy)" if cfg.model == GRPOConfig().model else ""
         raise FileNotFoundError(f"--model {cfg.model!r} is neither a preset nor a checkpoint folder{hint}")

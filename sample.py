@@ -216,9 +216,10 @@ def prompt_batch(tokenizer, task, examples, style, device="cpu", for_eval=False)
 
 @torch.no_grad()
 def evaluate(model, tokenizer, task, examples, *, style, gen_length, steps, block_length, batch_size=64,
-             progress=False):
+             progress=False, threshold=None, cache="none"):
     """Greedy held-out accuracy, d1's protocol (Sec. 4): generate at temperature 0, score each answer
     with the task's scorer, average the scores (for Sudoku, the fraction of blanks right).
+    threshold and cache: the opt-in Fast-dLLM decoding of generate (bench.py measures its accuracy).
     Returns (accuracy, [(text, score), ...])."""
     from tqdm import tqdm
     was_training = model.training
@@ -229,7 +230,7 @@ def evaluate(model, tokenizer, task, examples, *, style, gen_length, steps, bloc
         chunk = examples[i:i + batch_size]
         ids, mask = prompt_batch(tokenizer, task, chunk, style, device, for_eval=True)
         out = generate(model, ids, gen_length=gen_length, steps=steps, block_length=block_length,
-                       mask_id=tokenizer.mask_id, attention_mask=mask)
+                       mask_id=tokenizer.mask_id, attention_mask=mask, threshold=threshold, cache=cache)
         texts = [tokenizer.decode(row) for row in out[:, ids.shape[1]:].tolist()]
         results += [(text, task.score(text, ex, style=style)[0]) for text, ex in zip(texts, chunk)]
     model.train(was_training)

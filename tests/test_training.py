@@ -44,13 +44,16 @@ class SevensTask:
         return [sevens]
 
 
-def test_diffu_grpo_raises_an_easy_reward():
+@pytest.mark.parametrize("block_length,threshold,cache", [(8, 0.0, "none"), (4, 0.3, "dual")])
+def test_diffu_grpo_raises_an_easy_reward(block_length, threshold, cache):
+    """With LLaDA's sampler, and with Fast-dLLM's parallel decoding and dual cache in the rollouts."""
     torch.manual_seed(0)
     policy = model.build(SMALL, seed=1)
     ref = model.build(SMALL, seed=1).requires_grad_(False)
     tok = model.byte_tokenizer()
-    cfg = dg.GRPOConfig(num_generations=8, mu=2, lr=3e-3, gen_length=8, block_length=8, diffusion_steps=8,
-                        temperature=1.0, beta=0.04, epsilon=0.2, grad_clip=1.0, device="cpu")
+    cfg = dg.GRPOConfig(num_generations=8, mu=2, lr=3e-3, gen_length=8, block_length=block_length, diffusion_steps=8,
+                        temperature=1.0, beta=0.04, epsilon=0.2, grad_clip=1.0, device="cpu", threshold=threshold,
+                        cache=cache)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     g, gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     prompts = ["a\n", "bb\n", "ccc\n", "d\n"]
