@@ -1,30 +1,60 @@
-"""Benchmark: our sampler against a straightforward one written as the reference code computes.
+"""Benchmark: each stage against a baseline written the way the reference code computes it, and
+the opt-in Fast-dLLM decoding (issue 7). A benchmark prints figures; it is not a timed test.
 
-Issue 7's first slice. Prints, for the toy preset and a mid-size model (d_model 512, 8 layers) on
-whatever device is present: the device's measured matmul peak (a large matmul in the same run), and
-the sampler's tokens/s for sample.generate and for the baseline below, median of --repeats runs,
-with their ratio, after checking that both give the same tokens at temperature 0.
+    python bench.py                                  # toy and mid, about 4 minutes on 2 CPU cores
+    python bench.py --presets toy --repeats 5 --no-accuracy
 
-    python bench.py                 # both presets, 5 repeats each
-    python bench.py --presets toy --repeats 3
+For the toy preset and a mid-size model (d_model 512, 8 layers) on whatever device is present, it
+prints the device's float32 matmul peak (a large matmul in the same run) and, ours against the
+baseline, median of --repeats interleaved runs (the ratio is the median of the per-run ratios):
+1. sampler tokens/s, after checking that both give the same tokens at temperature 0; and ours
+   with the KV cache (prefix, dual) as a speed figure (on random weights the threshold never fires);
+2. masked-SFT tokens/s (forward, backward, AdamW);
+3. one diffu-GRPO outer step split into generation, log-probs (old and reference policies) and the
+   mu updates, with ours also run with Fast-dLLM rollouts (threshold 0.9, dual cache);
+with the achieved FLOP/s of ours as a fraction of the matmul peak and the peak extra tensor memory.
+Then (--accuracy) the held-out accuracy of LLaDA's exact sampler against Fast-dLLM decoding on toy
+Sudoku and Countdown, with the full forward passes per answer: a small model is trained for each
+task the first time (runs/bench/, about a minute each) and reused afterwards.
 
-The baseline does what LLaDA's generate.py does: logits for the whole sequence at every step,
-float64 "Gumbel" noise and a float64 softmax over the full vocabulary at every position,
-confidences of -inf beyond the current block, and a Python loop over rows around topk.
-tests/reference.py uses it for the parity tests of sample.generate.
+The baseline does what LLaDA's generate.py and d1's trainer do: logits for the whole sequence at
+every step and in every training forward pass, float64 "Gumbel" noise and a float64 softmax over the
+full vocabulary at every position, confidences of -inf beyond the current block, and a Python loop
+over rows around topk. tests/reference.py uses baseline_generate for the parity tests.
 """
 import argparse
+import json
 import statistics
 import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from unittest import mock
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+import diffu_grpo
 import model as model_lib
 import sample
+import sft
+import tasks
 
 MID = model_lib.ModelConfig(d_model=512, n_layers=8, n_heads=8, n_kv_heads=8, mlp_hidden=1408)
+SMALL = model_lib.ModelConfig(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384)  # accuracy runs
 
+# Work per preset, sized so that the whole run stays within a few minutes on 2 CPU cores.
+SIZES = {
+    "toy": dict(config=model_lib.PRESETS["toy"], sampler=dict(batch=8), sft=dict(batch=64),
+                grpo=dict(prompts_per_step=8, num_generations=4)),
+    "mid": dict(config=MID, sampler=dict(batch=2), sft=dict(batch=16),
+                grpo=dict(prompts_per_step=2, num_generations=4)),
+}
+SAMPLER = dict(prompt=32, gen_length=64, block_length=16, steps=32)  # d1's shape, scaled: 2 tokens per step
+FAST = dict(threshold=0.9, cache="dual")  # Fast-dLLM's default threshold
+
+
+# ----------------------------------------------------------------------------- the baseline
 
 def baseline_schedule(block_mask, steps):
     n = block_mask.sum(dim=1, keepdim=True)  # (B, 1)
@@ -36,12 +66,13 @@ def baseline_schedule(block_mask, steps):
 
 @torch.no_grad()
 def baseline_generate(model, prompt, steps, gen_length, block_length, temperature=0.0, cfg_scale=0.0,
-                       remasking="low_confidence", mask_id=None, attention_mask=None):
+                      remasking="low_confidence", mask_id=None, attention_mask=None, **unused):
+    device = prompt.device
     B, P = prompt.shape
-    x = torch.full((B, P + gen_length), mask_id, dtype=torch.long)
+    x = torch.full((B, P + gen_length), mask_id, dtype=torch.long, device=device)
     x[:, :P] = prompt
     if attention_mask is not None:
-        attention_mask = torch.cat([attention_mask, torch.ones(B, gen_length, dtype=attention_mask.dtype)], dim=1)
+        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1]).expand(B, gen_length)], dim=1)
     is_prompt = x != mask_id
     assert gen_length % block_length == 0
     num_blocks = gen_length // block_length
@@ -68,16 +99,46 @@ def baseline_generate(model, prompt, steps, gen_length, block_length, temperatur
                 p = F.softmax(logits.to(torch.float64), dim=-1)
                 x0_p = torch.gather(p, -1, x0.unsqueeze(-1)).squeeze(-1)
             else:
-                x0_p = torch.rand(x0.shape)
+                x0_p = torch.rand(x0.shape, device=device)
             x0_p[:, end:] = -float("inf")
             x0 = torch.where(masked, x0, x)
-            conf = torch.where(masked, x0_p, torch.tensor(-float("inf"), dtype=x0_p.dtype))
+            conf = torch.where(masked, x0_p, torch.tensor(-float("inf"), dtype=x0_p.dtype, device=device))
             chosen = torch.zeros_like(x0, dtype=torch.bool)
             for row in range(B):
                 _, idx = torch.topk(conf[row], k=int(counts[row, i]))
                 chosen[row, idx] = True
             x[chosen] = x0[chosen]
     return x
+
+
+class FullLogits(nn.Module):
+    """The reference code's forward pass: logits for the whole sequence, then the caller's positions."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+
+    def forward(self, idx, attention_mask=None, logits_at=None):
+        logits = self.inner(idx, attention_mask=attention_mask)  # (B, T, V)
+        if logits_at is None:
+            return logits
+        if isinstance(logits_at, torch.Tensor) and logits_at.dtype == torch.bool:
+            return logits[logits_at]  # (N, V)
+        return logits[:, logits_at]  # (B, K, V)
+
+
+@contextmanager
+def baseline_sampler():
+    """diffu_grpo's rollouts with the reference-style sampler."""
+    with mock.patch.object(sample, "generate", baseline_generate):
+        yield
+
+
+# ----------------------------------------------------------------------------- measuring
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def matmul_peak(device, n=2048, repeats=5):
@@ -93,49 +154,272 @@ def matmul_peak(device, n=2048, repeats=5):
     return 2 * n ** 3 / statistics.median(times[1:])
 
 
-def sync(device):
+def run_once(fn, device):
+    sync(device)
+    t = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t, out
+
+
+def peak_memory(fn, device):
+    """Peak extra tensor memory (bytes) while fn runs: CUDA's allocator statistics, or on the CPU the
+    running sum of the profiler's allocations and frees in time order (an op's own temporaries are
+    netted out). Returns (bytes, fn's result)."""
     if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, repeats, device):
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
         out = fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+        return torch.cuda.max_memory_allocated() - before, out
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    events = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
+                    for e in prof.events())
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak, out
 
 
-def bench_sampler(cfg, device, repeats, batch=16, prompt=32, gen_length=64, block_length=16, steps=64):
-    """tokens/s of sample.generate and of the baseline at temperature 0, and whether they agree."""
+def compare(ours, base, repeats, device):
+    """Run ours and the baseline once untimed (peak memory), then `repeats` times interleaved.
+    Returns dict(ours_s, base_s medians, ratio = median of base/ours per run, memory, outputs)."""
+    mem_ours, out_ours = peak_memory(ours, device)
+    mem_base, out_base = peak_memory(base, device)
+    pairs = [(run_once(ours, device)[0], run_once(base, device)[0]) for _ in range(repeats)]
+    return dict(ours_s=statistics.median(o for o, _ in pairs), base_s=statistics.median(b for _, b in pairs),
+                ratio=statistics.median(b / o for o, b in pairs), ours_mem=mem_ours, base_mem=mem_base,
+                ours_out=out_ours, base_out=out_base)
+
+
+def forward_flops(cfg, rows, queries, keys, logits):
+    """FLOPs (2 per multiply-add) of one forward pass: the blocks' projections at `queries` positions of
+    each row, attention of those queries over `keys` positions, the output head at `logits` positions."""
+    C, D = cfg.d_model, cfg.d_model // cfg.n_heads
+    kv = cfg.n_kv_heads * D
+    per_position = cfg.n_layers * (2 * C * C + 2 * C * kv + 3 * C * cfg.mlp_hidden + 2 * keys * C)
+    return 2 * (rows * queries * per_position + logits * C * cfg.vocab_size)
+
+
+# ----------------------------------------------------------------------------- 1. the sampler
+
+def random_prompts(batch, prompt, device, seed=0):
+    return torch.randint(0, 256, (batch, prompt), generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def bench_sampler(cfg, device, repeats, batch=8, prompt=32, gen_length=64, block_length=16, steps=32):
+    """Tokens/s of sample.generate and of the baseline at temperature 0, whether they agree, and
+    ours with the KV cache."""
     net = model_lib.build(cfg, device=device).eval()
-    ids = torch.randint(0, 256, (batch, prompt), generator=torch.Generator().manual_seed(0)).to(device)
+    ids = random_prompts(batch, prompt, device)
     kw = dict(steps=steps, gen_length=gen_length, block_length=block_length, mask_id=cfg.mask_id)
-    ours_s, ours = timed(lambda: sample.generate(net, ids, **kw), repeats, device)
-    base_s, base = timed(lambda: baseline_generate(net, ids, **kw), repeats, device)
+    r = compare(lambda: sample.generate(net, ids, **kw), lambda: baseline_generate(net, ids, **kw), repeats, device)
     tokens = batch * gen_length
-    return dict(ours_tok_s=tokens / ours_s, baseline_tok_s=tokens / base_s, ratio=base_s / ours_s,
-                same_tokens=bool(torch.equal(ours, base)))
+    T = prompt + gen_length
+    flops = steps * forward_flops(cfg, batch, T, T, batch * block_length)
+    out = dict(ours_tok_s=tokens / r["ours_s"], baseline_tok_s=tokens / r["base_s"], ratio=r["ratio"],
+               same_tokens=bool(torch.equal(r["ours_out"], r["base_out"])), flop_s=flops / r["ours_s"],
+               ours_mem=r["ours_mem"], base_mem=r["base_mem"])
+    for cache in ("prefix", "dual"):
+        times = [run_once(lambda: sample.generate(net, ids, cache=cache, **kw), device)[0] for _ in range(repeats)]
+        out[f"{cache}_tok_s"] = tokens / statistics.median(times)
+    return out
+
+
+# ----------------------------------------------------------------------------- 2. masked SFT
+
+def sft_batch(cfg, batch, device, seed=0):
+    """A batch of toy Sudoku rows (prompt 24 tokens, answer 16): ids (B, T) and prompt lengths (B,)."""
+    tok = model_lib.byte_tokenizer()
+    task = tasks.get_task("sudoku")
+    pairs = sft.task_pairs(tok, task, task.generate(batch, seed=seed), "toy")
+    ids, prompt_len = sft.pad_answers(tok, pairs, 16)
+    return ids.to(device), prompt_len
+
+
+def bench_sft(cfg, device, repeats, batch=64):
+    """Tokens/s of one masked-SFT step (Eq. 5 loss, backward, AdamW): ours reads logits only at the
+    masked positions, the baseline computes them for the whole sequence."""
+    net = model_lib.build(cfg, device=device).train()
+    base = FullLogits(net)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    ids, prompt_len = sft_batch(cfg, batch, device)
+
+    def step(m, seed):
+        loss, _, n = sft.sft_loss(m, ids, prompt_len, cfg.mask_id, generator=torch.Generator().manual_seed(seed))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return n
+
+    step(net, 0)  # AdamW allocates its moments at the first step: not part of the step's memory
+    r = compare(lambda: step(net, 0), lambda: step(base, 0), repeats, device)
+    B, T = ids.shape
+    flops = 3 * forward_flops(cfg, B, T, T, r["ours_out"])  # backward = 2 x forward
+    return dict(ours_tok_s=B * T / r["ours_s"], baseline_tok_s=B * T / r["base_s"], ratio=r["ratio"],
+                flop_s=flops / r["ours_s"], ours_mem=r["ours_mem"], base_mem=r["base_mem"])
+
+
+# ----------------------------------------------------------------------------- 3. a diffu-GRPO step
+
+def grpo_setup(cfg, device, prompts_per_step, num_generations, **rollout):
+    net = model_lib.build(cfg, device=device)
+    ref = model_lib.build(cfg, device=device).eval().requires_grad_(False)
+    gcfg = diffu_grpo.GRPOConfig(prompts_per_step=prompts_per_step, num_generations=num_generations, mu=2,
+                                 device=device, **rollout)
+    task = tasks.get_task("sudoku")
+    return net, ref, gcfg, task, task.generate(prompts_per_step, seed=0)
+
+
+def bench_grpo(cfg, device, repeats, prompts_per_step=8, num_generations=4):
+    """Seconds per outer step of diffu_grpo.train_step (toy Sudoku prompts, G answers of 16 tokens,
+    mu 2): ours, the baseline (reference-style sampler, whole-sequence logits), and ours with
+    Fast-dLLM rollouts. Each split into generation, log-probs and the updates."""
+    tok = model_lib.byte_tokenizer()
+    out = {}
+    for name, rollout, baseline in (("ours", {}, False), ("baseline", {}, True), ("ours_fast", FAST, False)):
+        net, ref, gcfg, task, examples = grpo_setup(cfg, device, prompts_per_step, num_generations, **rollout)
+        policy, ref_model = (FullLogits(net), FullLogits(ref)) if baseline else (net, ref)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
+        g, gen = torch.Generator().manual_seed(0), torch.Generator(device).manual_seed(0)
+        step = lambda: diffu_grpo.train_step(policy, ref_model, opt, tok, task, examples, gcfg, "toy", g, gen)[0]
+        with baseline_sampler() if baseline else nullcontext():
+            step()  # warm-up: AdamW allocates its moments
+            mem, _ = peak_memory(step, device)
+            records = [run_once(step, device)[1] for _ in range(repeats)]
+        out[name] = {k: statistics.median(r[k] for r in records) for k in ("gen_s", "logp_s", "update_s")}
+        out[name]["step_s"] = statistics.median(r["gen_s"] + r["logp_s"] + r["update_s"] for r in records)
+        out[name]["mem"] = mem
+    N, T, L = prompts_per_step * num_generations, 24 + 16, 16
+    update_flops = gcfg.mu * (2 + 3) * forward_flops(cfg, N, T, T, N * L)  # old + ref log-probs, fwd + bwd
+    out["update_flop_s"] = update_flops / (out["ours"]["logp_s"] + out["ours"]["update_s"])
+    out["ratio"] = out["baseline"]["step_s"] / out["ours"]["step_s"]
+    out["ratio_fast"] = out["baseline"]["step_s"] / out["ours_fast"]["step_s"]
+    return out
+
+
+# ----------------------------------------------------------------------------- 4. Fast-dLLM accuracy
+
+DECODERS = {"exact (LLaDA)": {}, "threshold 0.9": dict(threshold=0.9),
+            "threshold 0.9 + prefix cache": dict(threshold=0.9, cache="prefix")}
+
+
+def accuracy_model(task, device, folder):
+    """A small model (SMALL, 0.9M parameters) SFT-trained on the task, trained once and kept."""
+    if (folder / "model.safetensors").exists():
+        return model_lib.load(folder, device=device)
+    init = folder.parent / f"{folder.name}-init"
+    model_lib.save(model_lib.build(SMALL, seed=0), init)
+    net, _ = sft.train(sft.SFTConfig(model=str(init), task=task, steps=400, lr=2e-3, n_eval=1, eval_every=0,
+                                     log_every=10 ** 9, out=str(folder), device=device))
+    return net
+
+
+def count_forward(net):
+    """Attach a counter of computed positions (idx.numel()) per forward pass; returns its list."""
+    seen = []
+    handle = net.register_forward_pre_hook(lambda m, args, kw: seen.append(args[0].numel()), with_kwargs=True)
+    return seen, handle
+
+
+def bench_accuracy(device, n_eval, folder):
+    """Held-out accuracy of each decoder on toy Sudoku and Countdown (16-token answers, one block,
+    16 steps), the forward passes per answer (a cached pass counts as its share of the positions)
+    and the seconds per answer."""
+    tok = model_lib.byte_tokenizer()
+    out = {}
+    for name in ("sudoku", "countdown"):
+        net = accuracy_model(name, device, folder / f"sft-{name}").eval()
+        task = tasks.get_task(name)
+        test = task.generate(n_eval, seed=1, split="test")
+        positions = {}
+        for decoder, kw in DECODERS.items():
+            seen, handle = count_forward(net)
+            t = time.perf_counter()
+            acc, _ = sample.evaluate(net, tok, task, test, style="toy", gen_length=16, steps=16, block_length=16,
+                                     batch_size=128, **kw)
+            elapsed = time.perf_counter() - t
+            handle.remove()
+            positions[decoder] = sum(seen)
+            passes = 16 * sum(seen) / positions["exact (LLaDA)"]  # the exact sampler makes 16 full passes
+            out[(name, decoder)] = dict(accuracy=acc, passes=passes, calls=len(seen) / -(-n_eval // 128),
+                                        s_per_answer=elapsed / n_eval)
+    return out
+
+
+# ----------------------------------------------------------------------------- printing
+
+def mib(b):
+    return f"{b / 2 ** 20:7.1f} MiB"
+
+
+def print_preset(name, cfg, r, peak):
+    n = sum(p.numel() for p in model_lib.Transformer(cfg).parameters()) if cfg.d_model < 1024 else 0
+    print(f"\n{name}: d_model {cfg.d_model}, {cfg.n_layers} layers, vocab {cfg.vocab_size}, {n / 1e6:.1f}M parameters")
+    s, t, g = r["sampler"], r["sft"], r["grpo"]
+    print(f"  sampler   ours {s['ours_tok_s']:8.1f} tok/s | baseline {s['baseline_tok_s']:8.1f} tok/s | "
+          f"ours/baseline {s['ratio']:.2f}x | same tokens at temperature 0: {s['same_tokens']} | "
+          f"{s['flop_s'] / peak:.0%} of matmul peak | peak memory {mib(s['ours_mem'])} vs {mib(s['base_mem'])}")
+    print(f"            ours with prefix cache {s['prefix_tok_s']:8.1f} tok/s ({s['prefix_tok_s'] / s['baseline_tok_s']:.2f}x), "
+          f"dual cache {s['dual_tok_s']:8.1f} tok/s ({s['dual_tok_s'] / s['baseline_tok_s']:.2f}x): approximate, not the same tokens")
+    print(f"  SFT step  ours {t['ours_tok_s']:8.0f} tok/s | baseline {t['baseline_tok_s']:8.0f} tok/s | "
+          f"ours/baseline {t['ratio']:.2f}x | {t['flop_s'] / peak:.0%} of matmul peak | "
+          f"peak memory {mib(t['ours_mem'])} vs {mib(t['base_mem'])}")
+    for k, label in (("ours", "ours"), ("baseline", "baseline"), ("ours_fast", "ours, fast rollouts")):
+        x = g[k]
+        print(f"  GRPO step {label:20s} {x['step_s']:6.2f} s = generation {x['gen_s']:5.2f} + log-probs "
+              f"{x['logp_s']:5.2f} + updates {x['update_s']:5.2f} | peak memory {mib(x['mem'])}")
+    print(f"            baseline/ours {g['ratio']:.2f}x, with fast rollouts {g['ratio_fast']:.2f}x | "
+          f"log-probs + updates at {g['update_flop_s'] / peak:.0%} of matmul peak")
+
+
+def print_accuracy(acc, n_eval):
+    print(f"\nFast-dLLM decoding on the toy tasks ({n_eval} held-out examples each, 16-token answers, 16 steps):")
+    for (task, decoder), r in acc.items():
+        exact = acc[(task, "exact (LLaDA)")]
+        print(f"  {task:9s} {decoder:30s} accuracy {r['accuracy']:6.1%} ({100 * (r['accuracy'] - exact['accuracy']):+5.1f} pts) | "
+              f"{r['calls']:4.1f} model calls, {r['passes']:5.2f} full-pass equivalents per answer "
+              f"({exact['passes'] / r['passes']:4.1f}x fewer) | "
+              f"{1e3 * r['s_per_answer']:5.2f} ms per answer")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--presets", default="toy,mid", help="toy and/or mid (d_model 512, 8 layers)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (the median is shown)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (medians are shown)")
+    p.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure Fast-dLLM decoding's accuracy on toy Sudoku and Countdown")
+    p.add_argument("--n_eval", type=int, default=512, help="held-out examples per task for --accuracy")
+    p.add_argument("--models", default="runs/bench", help="where the small accuracy models are trained and kept")
+    p.add_argument("--out", default="bench/results.json", help="the figures as JSON")
     p.add_argument("--device", default=model_lib.default_device())
     args = p.parse_args(argv)
+    for name in args.presets.split(","):
+        if name not in SIZES:
+            raise SystemExit(f"error: unknown preset {name!r}; choose from {', '.join(SIZES)}")
+    t0 = time.time()
     peak = matmul_peak(args.device)
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"matmul peak {peak / 1e9:.1f} GFLOP/s (float32, 2048^3)")
-    results = {}
+          f"matmul peak {peak / 1e9:.1f} GFLOP/s (float32, 2048^3); medians of {args.repeats} runs")
+    results = dict(device=args.device, torch=torch.__version__, matmul_peak=peak, repeats=args.repeats)
     for name in args.presets.split(","):
-        cfg = model_lib.PRESETS["toy"] if name == "toy" else MID
-        r = results[name] = bench_sampler(cfg, args.device, args.repeats)
-        print(f"{name:4s} sampler: ours {r['ours_tok_s']:8.1f} tok/s | baseline {r['baseline_tok_s']:8.1f} tok/s | "
-              f"ours/baseline {r['ratio']:.2f}x | same tokens at temperature 0: {r['same_tokens']}")
+        size = SIZES[name]
+        cfg = size["config"]
+        r = results[name] = dict(sampler=bench_sampler(cfg, args.device, args.repeats, **size["sampler"], **SAMPLER),
+                                 sft=bench_sft(cfg, args.device, args.repeats, **size["sft"]),
+                                 grpo=bench_grpo(cfg, args.device, args.repeats, **size["grpo"]))
+        print_preset(name, cfg, r, peak)
+    if args.accuracy:
+        acc = bench_accuracy(args.device, args.n_eval, Path(args.models))
+        print_accuracy(acc, args.n_eval)
+        results["accuracy"] = {f"{t} | {d}": v for (t, d), v in acc.items()}
+    print(f"\ntotal {time.time() - t0:.0f} s")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
     return results
 
 

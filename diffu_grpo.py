@@ -288,6 +288,7 @@ def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g,
     masked_prompts = [mask_prompt(batch["prompt"], cfg.p_mask, tokenizer.mask_id, g) for _ in range(cfg.mu)]
     old = fixed_logps(policy, masked_prompts, batch, tokenizer.mask_id, chunks)
     ref = fixed_logps(ref_model, masked_prompts, batch, tokenizer.mask_id, chunks) if cfg.beta else None
+    t_logp = time.time()
     policy.train()
     inner = [inner_update(policy, opt, batch, masked_prompts[n], old[n], ref[n] if ref else None, cfg,
                           tokenizer.mask_id, chunks) for n in range(cfg.mu)]
@@ -299,7 +300,7 @@ def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g,
                   loss=sum(s["loss"] for s in inner) / len(inner),
                   answer_len=batch["mask"].float().sum(1).mean().item(),
                   zero_std_groups=(groups.std(dim=1) == 0).float().mean().item(),
-                  gen_s=t1 - t0, update_s=t2 - t1)
+                  gen_s=t1 - t0, logp_s=t_logp - t1, update_s=t2 - t_logp)
     return record, batch
 
 
@@ -361,7 +362,7 @@ def train(cfg, train_examples=None, test_examples=None):
             bar.set_postfix(reward=f"{record['reward']:.3f}")
             tqdm.write(f"step {step:5d} | reward {record['reward']:.3f} ± {record['reward_std']:.3f} | "
                        f"kl {record['kl']:.4f} | clip {record['clip_frac']:.3f} | "
-                       f"gen {record['gen_s']:.1f}s upd {record['update_s']:.1f}s")
+                       f"gen {record['gen_s']:.1f}s logp {record['logp_s']:.1f}s upd {record['update_s']:.1f}s")
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
                 acc = record["accuracy"] = evaluate()
                 tqdm.write(f"step {step:5d} | held-out accuracy {acc:.2%}")

@@ -212,6 +212,15 @@ class KVCache:
     def __init__(self):
         self.layers = []  # [(k, v)] per layer
 
+    def rows(self, index):
+        """The cache of some rows of the batch (index None: all). A copy: a pass only writes positions
+        that every pass recomputes, so its writes need not reach the full cache."""
+        if index is None:
+            return self
+        sub = KVCache()
+        sub.layers = [(k[index], v[index]) for k, v in self.layers]
+        return sub
+
     def slot(self, i, start):
         """The function layer i calls with its fresh (k, v) of positions start..start+T."""
         def update(k, v):

@@ -130,16 +130,25 @@ def generate(model, prompt, *, gen_length, steps, block_length, temperature=0.0,
         start, end = P + b * block_length, P + (b + 1) * block_length  # the current block
         kv = None if cache == "none" else model_lib.KVCache()
         for i, k in enumerate(schedule):
-            if threshold is not None and not (x[:, start:end] == mask_id).any():
-                break  # the block is filled
+            rows = None  # LLaDA's sampler steps every row alike
+            if threshold is not None:  # rows fill their block at their own pace: step only the unfinished ones
+                rows = (x[:, start:end] == mask_id).any(1).nonzero()[:, 0]  # (B',)
+                if len(rows) == 0:
+                    break  # the block is filled in every row
+                rows = None if len(rows) == B else rows
             if k > 0 or threshold is not None:
+                xr = x if rows is None else x[rows]  # (B', T)
+                am = attention_mask if rows is None or attention_mask is None else attention_mask[rows]
                 if kv is None:
-                    window = exact_window(x, end, mask_id)
-                    logits = predict(model, x, attention_mask, window, cfg_scale, prompt_index, mask_id)  # (B, L, V)
+                    window = exact_window(xr, end, mask_id)
+                    pi = prompt_index if rows is None else prompt_index[rows]
+                    logits = predict(model, xr, am, window, cfg_scale, pi, mask_id)  # (B', L, V)
                 else:
                     window = slice(start, end)
-                    logits = cached_predict(model, x, attention_mask, start, end, kv, cache, fresh=i == 0)
-                commit(x, window, logits, k, temperature, remasking, threshold, mask_id, generator)
+                    logits = cached_predict(model, xr, am, start, end, kv.rows(rows), cache, fresh=i == 0)
+                commit(xr, window, logits, k, temperature, remasking, threshold, mask_id, generator)
+                if rows is not None:
+                    x[rows] = xr
             if on_step is not None:
                 on_step(x)
     return x

@@ -106,3 +106,17 @@ def test_bad_fast_decoding_settings_fail_clearly(tiny):
         sample.generate(tiny, prompt_ids(1, 4), threshold=0.9, remasking="random", **kw)
     with pytest.raises(ValueError, match="classifier-free guidance"):
         sample.generate(tiny, prompt_ids(1, 4), cache="dual", cfg_scale=1.0, **kw)
+
+
+@pytest.mark.parametrize("cache", ["none", "dual"])
+def test_rows_that_fill_their_block_early_do_not_change_the_others(tiny, cache):
+    """With a threshold, rows finish a block at different steps and only unfinished rows are
+    computed; each row's answer is the one it gets alone."""
+    prompt = prompt_ids(4, 6, seed=11)
+    kw = dict(gen_length=16, steps=16, block_length=8, mask_id=MASK, threshold=0.02, cache=cache)
+    m = NeverMask(tiny)
+    seen = count_positions(m)
+    batch = sample.generate(m, prompt, **kw)
+    assert len(set(seen[1:])) > 1  # some steps computed fewer rows
+    for i in range(4):
+        assert torch.equal(batch[i], sample.generate(NeverMask(tiny), prompt[i:i + 1], **kw)[0])
