@@ -3,6 +3,7 @@ the opt-in Fast-dLLM decoding (issue 7). A benchmark prints figures; it is not a
 
     python bench.py                                  # toy and mid, about 4 minutes on 2 CPU cores
     python bench.py --presets toy --repeats 5 --no-accuracy
+    python bench.py --presets mid-32k --no-accuracy     # mid with a 32k vocabulary
 
 For the toy preset and a mid-size model (d_model 512, 8 layers) on whatever device is present, it
 prints the device's float32 matmul peak (a large matmul in the same run) and, ours against the
@@ -49,6 +50,10 @@ SIZES = {
                 grpo=dict(prompts_per_step=8, num_generations=4)),
     "mid": dict(config=MID, sampler=dict(batch=2), sft=dict(batch=16),
                 grpo=dict(prompts_per_step=2, num_generations=4)),
+    # not in the default run: mid with a 32k vocabulary, like a real tokenizer's, where whole-sequence
+    # logits and float64 work over the vocabulary (the baseline's) start to cost
+    "mid-32k": dict(config=model_lib.ModelConfig(**{**vars(MID), "vocab_size": 32768}), sampler=dict(batch=2),
+                    sft=dict(batch=16), grpo=dict(prompts_per_step=2, num_generations=4)),
 }
 SAMPLER = dict(prompt=32, gen_length=64, block_length=16, steps=32)  # d1's shape, scaled: 2 tokens per step
 FAST = dict(threshold=0.9, cache="dual")  # Fast-dLLM's default threshold
@@ -395,7 +400,8 @@ def print_accuracy(acc, n_eval):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--presets", default="toy,mid", help="toy and/or mid (d_model 512, 8 layers)")
+    p.add_argument("--presets", default="toy,mid", help=f"comma-separated, of {', '.join(SIZES)} "
+                                                        "(mid: d_model 512, 8 layers)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (medians are shown)")
     p.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True,
                    help="measure Fast-dLLM decoding's accuracy on toy Sudoku and Countdown")

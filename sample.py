@@ -132,10 +132,9 @@ def generate(model, prompt, *, gen_length, steps, block_length, temperature=0.0,
         for i, k in enumerate(schedule):
             rows = None  # LLaDA's sampler steps every row alike
             if threshold is not None:  # rows fill their block at their own pace: step only the unfinished ones
-                rows = (x[:, start:end] == mask_id).any(1).nonzero()[:, 0]  # (B',)
-                if len(rows) == 0:
+                rows = unfinished_rows(x, start, end, mask_id)
+                if rows is not None and len(rows) == 0:
                     break  # the block is filled in every row
-                rows = None if len(rows) == B else rows
             if k > 0 or threshold is not None:
                 xr = x if rows is None else x[rows]  # (B', T)
                 am = attention_mask if rows is None or attention_mask is None else attention_mask[rows]
@@ -152,6 +151,12 @@ def generate(model, prompt, *, gen_length, steps, block_length, temperature=0.0,
             if on_step is not None:
                 on_step(x)
     return x
+
+
+def unfinished_rows(x, start, end, mask_id):
+    """Indices (B',) of the rows whose block [start, end) still holds a [MASK]; None when all do."""
+    rows = (x[:, start:end] == mask_id).any(1).nonzero()[:, 0]  # (B',)
+    return None if len(rows) == x.shape[0] else rows
 
 
 def exact_window(x, end, mask_id):
