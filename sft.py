@@ -197,6 +197,8 @@ def setup(cfg, world=1):
         raise ValueError(f"--norm must be sequence or batch, not {cfg.norm!r}")
     if cfg.task == "s1k" and not cfg.data:
         raise ValueError("--task s1k needs --data: a JSON/JSONL copy of simplescaling/s1K")
+    if cfg.task != "s1k" and cfg.task not in tasks.TASKS:
+        raise ValueError(f"unknown task {cfg.task!r}; known tasks: {', '.join(tasks.TASKS)}, s1k")
     task = None if cfg.task == "s1k" else tasks.get_task(cfg.task)
     if task:
         sample.check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", 0.0, 0.0)
