@@ -95,8 +95,8 @@ class GRPOConfig:
     dry_run: bool = option(False, "print the GPU memory plan for these settings and exit, loading nothing")
     eval_every: int = option(10, "evaluate every this many outer steps (0: only at the start and end)")
     out: str = option("runs/grpo-toy", "folder for the model, its checkpoints and log.jsonl")
-    save_every: int = option(10, "write a resumable checkpoint every this many outer steps (also at the end and on Ctrl-C)")
-    resume: bool = option(False, "continue the run in --out from its newest checkpoint (same settings; --steps may grow)")
+    save_every: int = option(10, "write a resumable checkpoint every this many steps (also at the end, on Ctrl-C)")
+    resume: bool = option(False, "continue the run in --out from its newest checkpoint (--steps may grow)")
     seed: int = option(0, "seed of the prompt order, the rollouts and the prompt masks")
     device: str = option(model_lib.default_device(), "cuda, mps or cpu")
 
@@ -105,8 +105,8 @@ class GRPOConfig:
 MODEL_DEFAULTS = {"llada-8b": dict(model="llada-8b", mu=12, p_mask=0.15, beta=0.04, epsilon=0.5, lr=3e-6,
                                    weight_decay=0.1, grad_clip=0.2, num_generations=6, prompts_per_step=16,
                                    gen_length=256, diffusion_steps=128, block_length=32, temperature=None,
-                                   steps=5000, micro_batch=6, n_eval=256, eval_every=100, lora_r=128,
-                                   lora_alpha=64.0, lora_dropout=0.05, grad_ckpt=True,
+                                   steps=5000, micro_batch=6, n_eval=256, eval_every=100, save_every=100,
+                                   lora_r=128, lora_alpha=64.0, lora_dropout=0.05, grad_ckpt=True,
                                    out="runs/grpo-llada-8b")}
 
 D1_TEMPERATURE = {"gsm8k": 0.9, "math500": 0.9, "countdown": 0.9, "sudoku": 0.3}
@@ -360,8 +360,8 @@ def setup(cfg, world=1):
         hint = " (run `python sft.py` first: it writes runs/sft-toy)" if cfg.model == GRPOConfig().model else ""
         raise FileNotFoundError(f"--model {cfg.model!r} is neither a preset nor a checkpoint folder{hint}")
     if cfg.prompts_per_step < world:
-        raise ValueError(f"--prompts_per_step {cfg.prompts_per_step} is smaller than the number of processes ({world}): "
-                         f"raise it or start fewer processes")
+        raise ValueError(f"--prompts_per_step {cfg.prompts_per_step} is smaller than the number of processes "
+                         f"({world}): raise it or start fewer processes")
     task = tasks.get_task(cfg.task)
     mcfg, tokenizer = model_lib.config_and_tokenizer(cfg.model)
     return task, mcfg, tokenizer

@@ -22,8 +22,8 @@ Departures:
    GUIDELINES). d1's code divides the batch sum by the number of answer tokens in the batch instead
    (`--norm batch`); the two agree when all answers have the same length, as in the toy tasks.
 3. Logits are computed only at the masked answer positions; nothing else enters the loss.
-4. A row longer than the model's maximum sequence length is cut there (the end of its answer is
-   lost), as d1 cuts rows at max_length 4096.
+4. A row longer than the model's maximum sequence length is cut there, losing the end of its answer
+   (d1 trains on s1K at sequence length 4096, LLaDA-8B's maximum).
 
 Several processes (torchrun, one GPU each): every process draws the same whole batch and the same
 masks from the seeded generator and computes the loss of its own rows (model.shard), divided by the
@@ -77,8 +77,8 @@ class SFTConfig:
     lora_targets: str = option("q_proj,k_proj,v_proj", "projections that get adapters (d1's SFT: q, k, v)")
     grad_ckpt: bool = option(False, "gradient checkpointing per block (recompute activations in backward)")
     out: str = option("runs/sft-toy", "folder for the model, its checkpoints and log.jsonl")
-    save_every: int = option(100, "write a resumable checkpoint every this many steps (also at the end and on Ctrl-C)")
-    resume: bool = option(False, "continue the run in --out from its newest checkpoint (same settings; --steps may grow)")
+    save_every: int = option(100, "write a resumable checkpoint every this many steps (also at the end, on Ctrl-C)")
+    resume: bool = option(False, "continue the run in --out from its newest checkpoint (--steps may grow)")
     seed: int = option(0, "seed of the weights, the data order and the masks")
     device: str = option(model_lib.default_device(), "cuda, mps or cpu")
 
