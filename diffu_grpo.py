@@ -11,6 +11,8 @@ answer position. Each inner step draws a fresh prompt mask, a perturbed view of 
     python sft.py && python diffu_grpo.py            # the toy d1 pipeline on a CPU (SFT, then RL)
     python diffu_grpo.py --model runs/sft-toy --task countdown
     python diffu_grpo.py --model llada-8b            # d1's published settings (needs the weights)
+    torchrun --standalone --nproc_per_node 8 diffu_grpo.py --model runs/sft-llada-8b --task gsm8k --data ...
+    python diffu_grpo.py --resume                    # continue runs/grpo-toy from its newest checkpoint
 
 Departures from d1's code (see ../README.md too):
 1. The loss is averaged over all answer tokens of the batch (the token-level mean of d1's code,
@@ -27,11 +29,26 @@ Departures from d1's code (see ../README.md too):
 5. Opt-in, off by default: rollouts with Fast-dLLM's parallel decoding and KV cache (`--threshold`,
    `--cache`; see sample.generate). Held-out evaluation always uses LLaDA's exact sampler.
 
+Several processes (torchrun, one GPU each): every process draws the step's prompts from the seeded
+generator g and takes its own contiguous share (model.shard); it generates, scores and computes the
+advantages of all G answers of its prompts itself, so the group statistics need no communication.
+The rollout noise comes from each process's own generator (seed + 1,000,000 x rank; rank 0 is the
+single-process stream), so rollouts differ from a single-process run's; everything after them is
+exact: the mu prompt masks are drawn for the whole batch from g on every process (mask_prompt), the
+loss is normalised by the whole batch's answer-token or sequence count, and the gradients are summed
+over processes (model.all_reduce_grads), so an update equals one process's update on the same
+rollouts. Held-out evaluation is split over the processes; only rank 0 logs and writes files.
+Checkpoints (model.save_checkpoint) hold the trained parameters (LoRA: the adapters), the optimizer,
+the step, and the states of g (prompt order and masks, so also the data position), of every
+process's rollout generator and of torch's global RNG (LoRA dropout); `--resume` continues exactly,
+and Ctrl-C stops after the step in progress with a checkpoint.
+
 Shapes: N = prompts x G sequences, P prompt length, L answer length, V vocabulary.
 """
 import copy
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,7 +99,9 @@ class GRPOConfig:
     prompt_length: int = option(200, "longest prompt in tokens, for --dry_run's plan (d1 truncates at 200)")
     dry_run: bool = option(False, "print the GPU memory plan for these settings and exit, loading nothing")
     eval_every: int = option(10, "evaluate every this many outer steps (0: only at the start and end)")
-    out: str = option("runs/grpo-toy", "folder for the checkpoint and log.jsonl")
+    out: str = option("runs/grpo-toy", "folder for the model, its checkpoints and log.jsonl")
+    save_every: int = option(10, "write a resumable checkpoint every this many steps (also at the end, on Ctrl-C)")
+    resume: bool = option(False, "continue the run in --out from its newest checkpoint (--steps may grow)")
     seed: int = option(0, "seed of the prompt order, the rollouts and the prompt masks")
     device: str = option(model_lib.default_device(), "cuda, mps or cpu")
 
@@ -91,11 +110,15 @@ class GRPOConfig:
 MODEL_DEFAULTS = {"llada-8b": dict(model="llada-8b", mu=12, p_mask=0.15, beta=0.04, epsilon=0.5, lr=3e-6,
                                    weight_decay=0.1, grad_clip=0.2, num_generations=6, prompts_per_step=16,
                                    gen_length=256, diffusion_steps=128, block_length=32, temperature=None,
-                                   steps=5000, micro_batch=6, n_eval=256, eval_every=100, lora_r=128,
-                                   lora_alpha=64.0, lora_dropout=0.05, grad_ckpt=True,
+                                   steps=5000, micro_batch=6, n_eval=256, eval_every=100, save_every=100,
+                                   lora_r=128, lora_alpha=64.0, lora_dropout=0.05, grad_ckpt=True,
                                    out="runs/grpo-llada-8b")}
 
 D1_TEMPERATURE = {"gsm8k": 0.9, "math500": 0.9, "countdown": 0.9, "sudoku": 0.3}
+
+# Settings that --resume lets differ from the checkpoint's: none of them changes the training itself.
+RESUME_MAY_CHANGE = ("steps", "resume", "device", "out", "eval_every", "save_every", "n_eval", "test_data",
+                     "prompt_length", "dry_run")
 
 
 # ----------------------------------------------------------------------------- Eq. 2-4
@@ -117,10 +140,24 @@ def completion_mask(completion, stop_ids):
     return before == 0
 
 
-def mask_prompt(prompt, p_mask, mask_id, generator=None):
-    """q': each prompt token replaced by [MASK] independently with probability p_mask (Sec. 3.1)."""
-    hit = torch.rand(prompt.shape, generator=generator) < p_mask
+def mask_prompt(prompt, p_mask, mask_id, generator=None, whole=None):
+    """q': each prompt token replaced by [MASK] independently with probability p_mask (Sec. 3.1).
+
+    whole = (rows, N, P) when prompt holds this process's rows of a batch of N left-padded prompts of
+    P tokens (torchrun, whole_batch): the coins are tossed for the whole batch, and this process keeps
+    its rows and their last columns, where its prompts lie, so that all processes mask as one would."""
+    rows, N, P = whole or (slice(None), *prompt.shape)
+    hit = torch.rand(N, P, generator=generator)[rows, P - prompt.shape[1]:] < p_mask  # (n, p)
     return prompt.masked_fill(hit.to(prompt.device), mask_id)
+
+
+def whole_batch(prompt):
+    """(this process's rows, N, P) of the batch of prompts of all processes, in rank order (torchrun):
+    N prompts in all, P tokens the longest; (all rows, N, P) of prompt itself in a plain run."""
+    rank = model_lib.rank_world()[0]
+    sizes = model_lib.all_gather(tuple(prompt.shape))  # [(n, p) of each process]
+    lo = sum(n for n, _ in sizes[:rank])
+    return slice(lo, lo + prompt.shape[0]), sum(n for n, _ in sizes), max(p for _, p in sizes)
 
 
 def per_token_logps(model, masked_prompt, completion, mask_id, attention_mask=None):
@@ -251,10 +288,11 @@ def print_plan(cfg, mcfg):
 
 # ----------------------------------------------------------------------------- the loop
 
-def inner_update(policy, opt, batch, masked_prompt, old, ref, cfg, mask_id, chunks):
-    """One gradient step of Alg. 1 (lines 8-10) on the buffered rollouts, micro-batch by micro-batch."""
+def inner_update(policy, opt, batch, masked_prompt, old, ref, cfg, mask_id, chunks, counts):
+    """One gradient step of Alg. 1 (lines 8-10) on the buffered rollouts, micro-batch by micro-batch.
+    counts = (answer tokens, sequences) of the whole batch, over all processes: the normalisers."""
     mask = batch["mask"].float()
-    n_tokens, n_seqs = mask.sum().clamp(min=1), mask.shape[0]
+    n_tokens, n_seqs = counts
     opt.zero_grad(set_to_none=True)
     stats = dict(loss=0.0, kl=0.0, clip=0.0)
     for c in chunks:
@@ -268,16 +306,22 @@ def inner_update(policy, opt, batch, masked_prompt, old, ref, cfg, mask_id, chun
         stats["loss"] += loss.item()
         stats["kl"] += ((kl * mask[c]).sum() / n_tokens).item()
         stats["clip"] += ((clipped.float() * mask[c]).sum() / n_tokens).item()
+    stats = dict(zip(stats, model_lib.all_reduce_sum(list(stats.values()))))  # the whole batch's
     if not math.isfinite(stats["loss"]):
-        raise FloatingPointError(f"loss is {stats['loss']}; stopping before the update")
-    torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], cfg.grad_clip)  # the trainable parameters
+        raise FloatingPointError(f"loss is {stats['loss']}")
+    params = opt.param_groups[0]["params"]  # the trainable parameters
+    model_lib.all_reduce_grads(params)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip).item()
+    if not math.isfinite(grad_norm):
+        raise FloatingPointError(f"gradient norm is {grad_norm}")
     opt.step()
     return stats
 
 
 def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g, gen):
     """Alg. 1, one iteration of the outer loop: rollouts (noise from gen, on the model's device), then
-    mu updates with fresh prompt masks (from g, on the CPU)."""
+    mu updates with fresh prompt masks (from g, on the CPU). Under torchrun, examples are this
+    process's prompts; the masks, normalisers, gradients and logged statistics are the whole batch's."""
     t0 = time.time()
     policy.eval()
     batch = rollout(policy, tokenizer, task, examples, cfg, style, gen)
@@ -285,26 +329,33 @@ def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g,
     N = batch["completion"].shape[0]
     size = cfg.micro_batch or N
     chunks = [slice(i, i + size) for i in range(0, N, size)]
-    masked_prompts = [mask_prompt(batch["prompt"], cfg.p_mask, tokenizer.mask_id, g) for _ in range(cfg.mu)]
+    whole = whole_batch(batch["prompt"])
+    masked_prompts = [mask_prompt(batch["prompt"], cfg.p_mask, tokenizer.mask_id, g, whole) for _ in range(cfg.mu)]
     old = fixed_logps(policy, masked_prompts, batch, tokenizer.mask_id, chunks)
     ref = fixed_logps(ref_model, masked_prompts, batch, tokenizer.mask_id, chunks) if cfg.beta else None
     t_logp = time.time()
     policy.train()
+    counts = (max(model_lib.all_reduce_sum([batch["mask"].sum().item()])[0], 1), whole[1])  # the normalisers
     inner = [inner_update(policy, opt, batch, masked_prompts[n], old[n], ref[n] if ref else None, cfg,
-                          tokenizer.mask_id, chunks) for n in range(cfg.mu)]
+                          tokenizer.mask_id, chunks, counts) for n in range(cfg.mu)]
     t2 = time.time()
-    groups = batch["total"].view(-1, cfg.num_generations)
-    record = dict(reward=batch["total"].mean().item(), reward_std=batch["total"].std().item(),
-                  **{n: v.item() for n, v in zip(batch["names"], batch["rewards"].mean(0))},
+    gathered = model_lib.all_gather((batch["rewards"], batch["mask"].float().sum(1).cpu()))  # every process's
+    rewards, answer_len = (torch.cat(parts) for parts in zip(*gathered))  # (N, n_funcs), (N,)
+    total = rewards.sum(dim=1)  # (N,)
+    groups = total.view(-1, cfg.num_generations)
+    record = dict(reward=total.mean().item(), reward_std=total.std().item(),
+                  **{n: v.item() for n, v in zip(batch["names"], rewards.mean(0))},
                   kl=inner[-1]["kl"], clip_frac=sum(s["clip"] for s in inner) / len(inner),
                   loss=sum(s["loss"] for s in inner) / len(inner),
-                  answer_len=batch["mask"].float().sum(1).mean().item(),
+                  answer_len=answer_len.mean().item(),
                   zero_std_groups=(groups.std(dim=1) == 0).float().mean().item(),
                   gen_s=t1 - t0, logp_s=t_logp - t1, update_s=t2 - t_logp)
     return record, batch
 
 
-def setup(cfg):
+def setup(cfg, world=1):
+    """Check the settings before any work, each message saying what to change. Returns the task, the
+    model's config and its tokenizer; no weights are read yet."""
     if cfg.temperature is None:
         cfg.temperature = D1_TEMPERATURE.get(cfg.task, 0.9)
     if cfg.num_generations < 2:
@@ -316,11 +367,19 @@ def setup(cfg):
     if cfg.model not in model_lib.PRESETS and not Path(cfg.model).exists():
         hint = " (run `python sft.py` first: it writes runs/sft-toy)" if cfg.model == GRPOConfig().model else ""
         raise FileNotFoundError(f"--model {cfg.model!r} is neither a preset nor a checkpoint folder{hint}")
+    if cfg.prompts_per_step < world:
+        raise ValueError(f"--prompts_per_step {cfg.prompts_per_step} is smaller than the number of processes "
+                         f"({world}): raise it or start fewer processes")
     task = tasks.get_task(cfg.task)
-    policy, tokenizer = model_lib.load_model(cfg.model, device=cfg.device, seed=cfg.seed)
-    params = model_lib.prepare_for_training(policy, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
-                                            cfg.grad_ckpt, cfg.seed)
-    return policy, params, tokenizer, task
+    mcfg, tokenizer = model_lib.config_and_tokenizer(cfg.model)
+    return task, mcfg, tokenizer
+
+
+def check_lengths(tokenizer, task, train_ex, test, style, cfg, max_seq_len):
+    """Every prompt, of training and held out, must leave room for gen_length answer tokens."""
+    for which, examples, for_eval in (("training", train_ex, False), ("held-out", test, True)):
+        prompts = [sample.encode_prompt(tokenizer, task, ex, style, for_eval) for ex in examples]
+        model_lib.check_prompt_room(prompts, cfg.gen_length, "--gen_length", max_seq_len, which)
 
 
 def reference_policy(policy, lora):
@@ -334,43 +393,88 @@ def reference_policy(policy, lora):
     return copy.deepcopy(policy).eval().requires_grad_(False)
 
 
+def evaluate_model(policy, tokenizer, task, test, style, cfg):
+    """Greedy held-out accuracy; under torchrun each process scores every world-th example."""
+    rank, world = model_lib.rank_world()
+    _, results = sample.evaluate(policy, tokenizer, task, test[rank::world], style=style, gen_length=cfg.gen_length,
+                                 steps=cfg.diffusion_steps, block_length=cfg.block_length, progress=rank == 0)
+    total, n = model_lib.all_reduce_sum([sum(s for _, s in results), len(results)])
+    return total / max(n, 1)
+
+
 def train(cfg, train_examples=None, test_examples=None):
     """Run diffu-GRPO; returns (policy, held-out accuracy before, after). Example lists, when given,
-    replace the task's prompts and held-out set (reproduce.py builds its own distributions)."""
+    replace the task's prompts and held-out set (reproduce.py builds its own distributions). Under
+    torchrun, every process calls this. Ctrl-C stops after the step in progress, writes a checkpoint
+    and raises KeyboardInterrupt; a non-finite loss raises FloatingPointError and writes nothing."""
     from tqdm import tqdm
-    policy, params, tokenizer, task = setup(cfg)
-    style = sample.prompt_style(policy.config)
+    rank, world, cfg.device = model_lib.init_distributed(cfg.device)
+    task, mcfg, tokenizer = setup(cfg, world)
+    style = sample.prompt_style(mcfg)
     train_ex = train_examples or tasks.examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
     test = (test_examples or tasks.examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
-    ref_model = reference_policy(policy, cfg.lora_r > 0) if cfg.beta else None
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    g = torch.Generator().manual_seed(cfg.seed)
-    gen = torch.Generator(cfg.device).manual_seed(cfg.seed)  # rollout noise, on the model's device
+    check_lengths(tokenizer, task, train_ex, test, style, cfg, mcfg.max_seq_len)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    evaluate = lambda: sample.evaluate(policy, tokenizer, task, test, style=style, gen_length=cfg.gen_length,
-                                       steps=cfg.diffusion_steps, block_length=cfg.block_length, progress=True)[0]
-    acc0 = acc = evaluate()
-    tqdm.write(f"step     0 | held-out accuracy {acc0:.2%} ({len(test)} examples)")
-    with open(out / "log.jsonl", "a") as log:
-        bar = tqdm(range(1, cfg.steps + 1), desc="diffu-grpo")
+    resume = model_lib.resume_point(out, asdict(cfg), mcfg, RESUME_MAY_CHANGE) if cfg.resume else None
+    policy, tokenizer = model_lib.load_model(cfg.model, device=cfg.device, seed=cfg.seed)
+    params = model_lib.prepare_for_training(policy, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
+                                            cfg.grad_ckpt, cfg.seed)
+    ref_model = reference_policy(policy, cfg.lora_r > 0) if cfg.beta else None  # the starting weights
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed)  # prompt order and masks: the same on every process
+    gen = torch.Generator(cfg.device).manual_seed(cfg.seed + 1_000_000 * rank)  # this process's rollout noise
+    if resume:
+        path, run = resume
+        model_lib.load_checkpoint(path, policy, opt, dict(g=g, gen=gen))
+        start, acc0, acc = run["step"], run["metrics"]["accuracy_before"], run["metrics"]["accuracy"]
+    else:
+        start, acc0 = 0, evaluate_model(policy, tokenizer, task, test, style, cfg)
+        acc = acc0
+    write = tqdm.write if rank == 0 else (lambda line: None)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        log = model_lib.open_log(out / "log.jsonl", start)
+        write(f"resuming from {resume[0]} (step {start})" if resume else
+              f"step     0 | held-out accuracy {acc0:.2%} ({len(test)} examples)")
+
+    def checkpoint(step):
+        run = dict(config=asdict(cfg), model_config=asdict(mcfg), metrics=dict(accuracy_before=acc0, accuracy=acc))
+        return model_lib.save_checkpoint(out, step, policy, opt, dict(g=g, gen=gen), run)
+
+    with model_lib.StopOnCtrlC() as ctrl_c:
+        bar = tqdm(range(start + 1, cfg.steps + 1), desc="diffu-grpo", disable=rank != 0)
         for step in bar:
-            idx = torch.randint(len(train_ex), (cfg.prompts_per_step,), generator=g).tolist()
-            record, _ = train_step(policy, ref_model, opt, tokenizer, task, [train_ex[i] for i in idx], cfg, style,
-                                   g, gen)
+            idx = torch.randint(len(train_ex), (cfg.prompts_per_step,), generator=g).tolist()  # the step's prompts
+            mine = idx[model_lib.shard(cfg.prompts_per_step, rank, world)]  # this process's, all G answers of each
+            try:
+                record, _ = train_step(policy, ref_model, opt, tokenizer, task, [train_ex[i] for i in mine], cfg,
+                                       style, g, gen)
+            except FloatingPointError as e:
+                raise FloatingPointError(f"{e} at step {step}; stopped without saving, the last good checkpoint is "
+                                         f"{model_lib.latest_checkpoint(out) or 'none (none written yet)'}") from None
             record["step"] = step
             bar.set_postfix(reward=f"{record['reward']:.3f}")
-            tqdm.write(f"step {step:5d} | reward {record['reward']:.3f} ± {record['reward_std']:.3f} | "
-                       f"kl {record['kl']:.4f} | clip {record['clip_frac']:.3f} | "
-                       f"gen {record['gen_s']:.1f}s logp {record['logp_s']:.1f}s upd {record['update_s']:.1f}s")
+            write(f"step {step:5d} | reward {record['reward']:.3f} ± {record['reward_std']:.3f} | "
+                  f"kl {record['kl']:.4f} | clip {record['clip_frac']:.3f} | "
+                  f"gen {record['gen_s']:.1f}s logp {record['logp_s']:.1f}s upd {record['update_s']:.1f}s")
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
-                acc = record["accuracy"] = evaluate()
-                tqdm.write(f"step {step:5d} | held-out accuracy {acc:.2%}")
-                model_lib.save(policy, out, tokenizer)
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-    model_lib.save(policy, out, tokenizer)
-    (out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+                acc = record["accuracy"] = evaluate_model(policy, tokenizer, task, test, style, cfg)
+                write(f"step {step:5d} | held-out accuracy {acc:.2%}")
+                if rank == 0:
+                    model_lib.save(policy, out, tokenizer)
+            if rank == 0:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            stop = ctrl_c.stop()
+            if stop or step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
+                path = checkpoint(step)
+            if stop:
+                raise KeyboardInterrupt(f"stopped by Ctrl-C after step {step}; checkpoint in {path}, "
+                                        f"continue with --resume")
+    if rank == 0:
+        model_lib.save(policy, out, tokenizer)
+        (out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        log.close()
     return policy, acc0, acc
 
 
@@ -381,9 +485,16 @@ def main(argv=None):
         return
     try:
         policy, before, after = train(cfg)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+        if model_lib.rank_world()[0] == 0:
+            print(f"diffu-GRPO done: held-out accuracy {before:.2%} -> {after:.2%}; checkpoint in {cfg.out}")
+    except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as e:
         raise SystemExit(f"error: {e}")
-    print(f"diffu-GRPO done: held-out accuracy {before:.2%} -> {after:.2%}; checkpoint in {cfg.out}")
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}" if str(e) else f"interrupted; the last checkpoint in {cfg.out} is kept",
+              file=sys.stderr)
+        raise SystemExit(130)
+    finally:
+        model_lib.close_distributed()
 
 
 if __name__ == "__main__":

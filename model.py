@@ -25,6 +25,9 @@ Shapes: B batch, T sequence length, C d_model, H heads, D head dim, V vocabulary
 import argparse
 import json
 import os
+import signal
+import sys
+import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -613,17 +616,34 @@ def resolve_checkpoint(name):
                                 f"Alternatively {how}") from None
 
 
-def load_model(name, device="cpu", dtype=None, seed=0):
-    """(model, tokenizer) from a preset name or a checkpoint folder. A preset without published
-    weights (toy) is freshly initialised; llada-8b is resolved to its checkpoint folder."""
+def model_folder(name):
+    """The checkpoint folder of --model `name`: None for a preset without published weights (toy,
+    freshly initialised), the resolved folder for llada-8b, else the folder itself, which must exist."""
     if name in PRESETS and name not in HF_REPOS:
-        net = build(name, device=device, dtype=dtype, seed=seed)
-        return net, get_tokenizer(net.config)
+        return None
     folder = resolve_checkpoint(name) if name in HF_REPOS else Path(name)
     if not folder.exists():
         raise FileNotFoundError(f"--model {name!r} is neither a preset ({', '.join(PRESETS)}) nor an existing folder")
+    return folder
+
+
+def load_model(name, device="cpu", dtype=None, seed=0):
+    """(model, tokenizer) from a preset name or a checkpoint folder. A preset without published
+    weights (toy) is freshly initialised; llada-8b is resolved to its checkpoint folder."""
+    folder = model_folder(name)
+    if folder is None:
+        net = build(name, device=device, dtype=dtype, seed=seed)
+        return net, get_tokenizer(net.config)
     net = load(folder, device=device, dtype=dtype)
     return net, get_tokenizer(net.config, folder)
+
+
+def config_and_tokenizer(name):
+    """(ModelConfig, tokenizer) of a preset or checkpoint folder, reading no weights: what a training
+    script needs to check its settings and data before it loads the model."""
+    folder = model_folder(name)
+    cfg = get_config(name) if folder is None else read_config(folder)
+    return cfg, get_tokenizer(cfg, folder)
 
 
 # ----------------------------------------------------------------------------- tokenizers
@@ -700,3 +720,239 @@ def get_tokenizer(cfg, folder=None):
     if folder is None:
         raise ValueError("LLaDA's tokenizer is read from a checkpoint folder (tokenizer.json)")
     return hf_tokenizer(folder)
+
+
+# ----------------------------------------------------------------------------- training utilities
+# What sft.py and diffu_grpo.py share around their loops: several processes (torchrun), resumable
+# checkpoints, Ctrl-C. In a plain `python` run there is no process group, and every helper below
+# that communicates returns at once without calling torch.distributed.
+#
+# Data parallelism is written out by hand rather than with torch's DistributedDataParallel wrapper:
+# each process computes the loss of its share of the batch divided by the *whole* batch's normaliser
+# (SFT's mean over all sequences, diffu-GRPO's answer-token count of all rollouts), so the gradients
+# must be summed over processes, not averaged as DDP does. One all_reduce per trainable tensor after
+# the last micro-batch also needs no no_sync() for micro-batching, works unchanged with LoRA (only
+# the adapters have gradients), and leaves the model unwrapped for model.save and the adapters-off
+# reference policy. What it gives up is DDP's overlap of communication with the backward pass.
+
+def init_distributed(device):
+    """Join the process group when torchrun started this process (WORLD_SIZE > 1): NCCL on CUDA, one
+    GPU per process (cuda:LOCAL_RANK), gloo on CPU. Returns (rank, number of processes, device)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world == 1:
+        return 0, 1, device
+    dist = torch.distributed
+    kind = torch.device(device).type
+    if kind not in ("cuda", "cpu"):
+        raise ValueError(f"torchrun runs on cuda (NCCL) or cpu (gloo), not on {device}")
+    if kind == "cuda":
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if kind == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _distributed():
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def close_distributed():
+    if _distributed():
+        torch.distributed.destroy_process_group()
+
+
+def rank_world():
+    """(rank of this process, number of processes): (0, 1) in a plain run."""
+    if not _distributed():
+        return 0, 1
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def shard(n, rank, world):
+    """This process's rows of a batch of n: contiguous shares that differ by at most one row and
+    together make the whole batch, in order."""
+    return slice(rank * n // world, (rank + 1) * n // world)
+
+
+def all_reduce_sum(values):
+    """[sum over processes of each number] (float64); the numbers themselves in a plain run."""
+    if not _distributed():
+        return list(values)
+    dist = torch.distributed
+    t = torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_gather(obj):
+    """[obj of rank 0, obj of rank 1, ...] of a small picklable object (sizes, rewards, RNG states);
+    [obj] in a plain run."""
+    if not _distributed():
+        return [obj]
+    out = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_grads(params):
+    """Sum the gradients of params over processes, in place. Each process's loss is its share of the
+    whole batch's loss, so the sum is the gradient one process would get on the whole batch."""
+    if not _distributed():
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+
+
+def check_prompt_room(prompts, room, flag, max_seq_len, which):
+    """Fail before any work when the longest of these prompts (token lists) plus `room` answer tokens,
+    set by `flag`, passes the model's maximum sequence length."""
+    longest = max((len(p) for p in prompts), default=0)
+    if longest + room > max_seq_len:
+        raise ValueError(f"the longest {which} prompt has {longest} tokens, and with {flag} {room} its sequence "
+                         f"passes the model's maximum length {max_seq_len}: lower {flag}, or leave out prompts "
+                         f"longer than {max_seq_len - room} tokens")
+
+
+class StopOnCtrlC:
+    """Context manager around a training loop: the first Ctrl-C (SIGINT) only sets a flag, so that the
+    loop finishes the step in progress, writes a checkpoint and stops; a second one interrupts at once.
+    Stopping in the middle of a step would leave the weights between two optimiser steps (diffu-GRPO
+    takes mu per step), a state that no checkpoint could continue exactly."""
+
+    def __enter__(self):
+        self.requested, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+        print("\nCtrl-C: stopping after this step, with a checkpoint (Ctrl-C again stops at once)", file=sys.stderr,
+              flush=True)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def stop(self):
+        """Whether to stop now: Ctrl-C reached this process or, under torchrun, any process (all agree)."""
+        return all_reduce_sum([float(self.requested)])[0] > 0
+
+
+# Checkpoints: out/checkpoint-NNNNNN/ beside the model folder's own files, the newest one kept.
+#   run.json               step, the run's settings, the model's config, metrics, number of processes
+#   trainable.safetensors  the trained parameters (with LoRA: only the adapters)
+#   state.pt               optimizer state and every process's RNG states (uint8 tensors), read back
+#                          with torch.load(weights_only=True): loading a checkpoint cannot run code
+CHECKPOINT = "checkpoint-"
+
+
+def rng_states(generators):
+    """{name: state} of the given torch.Generators, of torch's global RNG (LoRA dropout) and, where
+    CUDA is in use, of its global RNG: uint8 tensors."""
+    states = {name: g.get_state() for name, g in generators.items()}
+    states["torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def set_rng_states(states, generators):
+    for name, g in generators.items():
+        g.set_state(states[name])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"])
+
+
+def latest_checkpoint(out):
+    """The newest complete checkpoint folder in out, or None (a .tmp folder is an unfinished save)."""
+    done = [p for p in Path(out).glob(CHECKPOINT + "*") if p.name[len(CHECKPOINT):].isdigit()]
+    return max(done, key=lambda p: int(p.name[len(CHECKPOINT):]), default=None)
+
+
+def save_checkpoint(out, step, model, opt, generators, run):
+    """Write out/checkpoint-{step} (layout above) and delete the older ones. Atomic: the folder is
+    written as checkpoint-{step}.tmp and renamed when whole, and older checkpoints are deleted only
+    after that, so a kill during a save leaves the previous checkpoint intact. Every process calls
+    this (their RNG states are gathered); rank 0 writes. Returns the folder."""
+    import shutil
+    from safetensors.torch import save_file
+    states = all_gather(rng_states(generators))
+    out = Path(out)
+    final = out / f"{CHECKPOINT}{step:06d}"
+    if rank_world()[0] == 0:
+        tmp = out / (final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        trained = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(trained, str(tmp / "trainable.safetensors"))
+        torch.save(dict(optimizer=opt.state_dict(), rng=states), tmp / "state.pt")
+        (tmp / "run.json").write_text(json.dumps(dict(run, step=step, world_size=len(states)), indent=2) + "\n")
+        if final.exists():  # an earlier run's checkpoint of the same step, in a folder this run took over
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in out.glob(CHECKPOINT + "*"):
+            if old != final:
+                shutil.rmtree(old)
+    if _distributed():
+        torch.distributed.barrier()  # every process returns once the checkpoint is on disk
+    return final
+
+
+def resume_point(out, config, model_config, may_change):
+    """The newest checkpoint of out and its run.json, after checking that it can be continued: written
+    with the same settings as `config` (a dict; the names in may_change excepted: steps, evaluation,
+    logging), the same model config and the same number of processes. The error says what differs."""
+    path = latest_checkpoint(out)
+    if path is None:
+        raise FileNotFoundError(f"--resume: {out} holds no checkpoint ({CHECKPOINT}NNNNNN) to continue")
+    run = json.loads((path / "run.json").read_text())
+    now = json.loads(json.dumps(config))  # as run.json stores it
+    diff = [f"--{k} {run['config'].get(k)!r} there, {v!r} now" for k, v in now.items()
+            if k not in may_change and run["config"].get(k) != v]
+    diff += [f"model {k} {run['model_config'].get(k)!r} there, {v!r} now" for k, v in asdict(model_config).items()
+             if run["model_config"].get(k) != v]
+    if diff:
+        raise ValueError(f"--resume: {path} was written by a run with other settings ({'; '.join(diff)}); "
+                         f"resume with its settings, or start a new run with another --out")
+    world = rank_world()[1]
+    if run["world_size"] != world:
+        raise ValueError(f"--resume: {path} was written by {run['world_size']} process(es), this run has {world}: "
+                         f"resume with torchrun --nproc_per_node {run['world_size']} (or plain python for 1), "
+                         f"so that every process gets its own RNG streams back")
+    return path, run
+
+
+def load_checkpoint(path, model, opt, generators):
+    """Read a checkpoint into the model's trained parameters, the optimizer and the generators (this
+    process's RNG states). Only safetensors and torch.load(weights_only=True): no code can run."""
+    from safetensors.torch import load_file
+    path = Path(path)
+    trained = load_file(str(path / "trainable.safetensors"))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    wrong = sorted(set(trained) ^ set(params)) + [n for n in trained.keys() & params.keys()
+                                                  if trained[n].shape != params[n].shape]
+    if wrong:
+        raise CheckpointError(f"{path} does not hold this run's trained parameters: {_names(wrong)}")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(trained[n])
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    opt.load_state_dict(state["optimizer"])
+    set_rng_states(state["rng"][rank_world()[0]], generators)
+
+
+def open_log(path, keep_until=0):
+    """The run's JSONL log, open for appending: a fresh run (keep_until 0) starts it empty; a resumed
+    run keeps the records up to its checkpoint's step (later ones are made again)."""
+    path = Path(path)
+    kept = []
+    if keep_until and path.exists():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_until]
+    path.write_text("".join(line + "\n" for line in kept))
+    return open(path, "a")

@@ -13,6 +13,8 @@ masked and predicted like any token, so the model learns where to stop (LLaDA Se
     python sft.py                                   # toy model, toy Sudoku, a few minutes on a CPU
     python sft.py --task countdown --steps 600
     python sft.py --model path/to/LLaDA-8B-Instruct --task s1k --data s1k.jsonl   # d1's SFT data
+    torchrun --standalone --nproc_per_node 8 sft.py --model llada-8b --data s1k.jsonl   # 8 GPUs
+    python sft.py --resume                          # continue runs/sft-toy from its newest checkpoint
 
 Departures:
 1. t = (1 - eps) U(0,1) + eps with eps = 1e-3, as LLaDA's code (avoids dividing by t near 0).
@@ -20,9 +22,20 @@ Departures:
    GUIDELINES). d1's code divides the batch sum by the number of answer tokens in the batch instead
    (`--norm batch`); the two agree when all answers have the same length, as in the toy tasks.
 3. Logits are computed only at the masked answer positions; nothing else enters the loss.
+4. A row longer than the model's maximum sequence length is cut there, losing the end of its answer
+   (d1 trains on s1K at sequence length 4096, LLaDA-8B's maximum).
+
+Several processes (torchrun, one GPU each): every process draws the same whole batch and the same
+masks from the seeded generator and computes the loss of its own rows (model.shard), divided by the
+whole batch's normaliser; the gradients are summed over processes (model.all_reduce_grads), so a
+step equals a single-process step on the same batch. Only rank 0 logs and writes files. A checkpoint
+(model.save_checkpoint) holds the trained parameters, the optimizer, the step and the generator's
+state, which is also the data position (batches are drawn with replacement from it); `--resume`
+continues from the newest, and Ctrl-C stops after the step in progress with a checkpoint.
 """
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,7 +76,9 @@ class SFTConfig:
     lora_dropout: float = option(0.0, "dropout on the LoRA input")
     lora_targets: str = option("q_proj,k_proj,v_proj", "projections that get adapters (d1's SFT: q, k, v)")
     grad_ckpt: bool = option(False, "gradient checkpointing per block (recompute activations in backward)")
-    out: str = option("runs/sft-toy", "folder for the checkpoint and log.jsonl")
+    out: str = option("runs/sft-toy", "folder for the model, its checkpoints and log.jsonl")
+    save_every: int = option(100, "write a resumable checkpoint every this many steps (also at the end, on Ctrl-C)")
+    resume: bool = option(False, "continue the run in --out from its newest checkpoint (--steps may grow)")
     seed: int = option(0, "seed of the weights, the data order and the masks")
     device: str = option(model_lib.default_device(), "cuda, mps or cpu")
 
@@ -75,18 +90,23 @@ MODEL_DEFAULTS = {"llada-8b": dict(task="s1k", lr=1e-5, warmup=0, grad_clip=1.0,
                                    norm="batch", lora_r=128, lora_alpha=256.0, lora_dropout=0.05, grad_ckpt=True,
                                    out="runs/sft-llada-8b", n_eval=64)}
 
+# Settings that --resume lets differ from the checkpoint's: none of them changes the training itself.
+RESUME_MAY_CHANGE = ("steps", "resume", "device", "out", "log_every", "eval_every", "save_every", "n_eval",
+                     "test_data", "gen_length", "block_length", "diffusion_steps")
+
 
 # ----------------------------------------------------------------------------- the objective
 
-def pad_answers(tokenizer, pairs, gen_length):
+def pad_answers(tokenizer, pairs, gen_length, max_len=None):
     """(prompt ids, answer ids) pairs -> (B, T) rows [prompt | answer | EOS ...] and prompt lengths (B,).
 
     Each answer is padded with end-of-text to gen_length, then every row to the longest row; all
-    of the padding belongs to the answer (LLaDA Sec. 2.3)."""
+    of the padding belongs to the answer (LLaDA Sec. 2.3). A row is cut at max_len tokens."""
     rows, prompt_len = [], []
     for p, a in pairs:
-        a = a[:gen_length]
-        rows.append(p + a + [tokenizer.eos_id] * (gen_length - len(a)))
+        n = gen_length if max_len is None else min(gen_length, max_len - len(p))
+        a = a[:n]
+        rows.append(p + a + [tokenizer.eos_id] * (n - len(a)))
         prompt_len.append(len(p))
     T = max(len(r) for r in rows)
     ids = torch.tensor([r + [tokenizer.eos_id] * (T - len(r)) for r in rows], dtype=torch.long)
@@ -103,19 +123,21 @@ def forward_process(ids, prompt_len, mask_id, eps=1e-3, generator=None):
     return ids.masked_fill(masked.to(ids.device), mask_id), masked.to(ids.device), t.to(ids.device)
 
 
-def sft_loss(model, ids, prompt_len, mask_id, eps=1e-3, norm="sequence", generator=None):
+def sft_loss(model, ids, prompt_len, mask_id, eps=1e-3, norm="sequence", generator=None, rows=slice(None)):
     """Eq. 5 / Alg. 2: sum over masked answer tokens of CE / t, over the answer length.
-    Returns (loss, unscaled loss = mean CE over masked tokens, number of masked tokens)."""
+    Returns (loss, unscaled loss = mean CE over masked tokens, number of masked tokens).
+
+    The noise is drawn for the whole batch, but the loss is that of `rows` alone, divided by the
+    whole batch's normaliser: the losses of all processes' rows (torchrun) add up to the batch's."""
     noisy, masked, t = forward_process(ids, prompt_len, mask_id, eps, generator)
+    answer_len = (ids.shape[1] - prompt_len).to(ids.device).float()  # (B,) includes the EOS padding
+    whole = ids.shape[0] if norm == "sequence" else answer_len.sum()  # the whole batch's normaliser
+    ids, noisy, masked, t, answer_len = ids[rows], noisy[rows], masked[rows], t[rows], answer_len[rows]
     logits = model(noisy, logits_at=masked)  # (N, V): only the masked positions
     ce = F.cross_entropy(logits.float(), ids[masked], reduction="none")  # (N,)
     row = masked.nonzero()[:, 0]  # (N,) the sequence of each masked token
-    weighted = torch.zeros(ids.shape[0], device=ids.device).index_add_(0, row, ce / t[row])  # (B,)
-    answer_len = (ids.shape[1] - prompt_len).to(ids.device).float()  # (B,) includes the EOS padding
-    if norm == "sequence":
-        loss = (weighted / answer_len).mean()
-    else:
-        loss = weighted.sum() / answer_len.sum()
+    weighted = torch.zeros(ids.shape[0], device=ids.device).index_add_(0, row, ce / t[row])  # (b,)
+    loss = (weighted / answer_len if norm == "sequence" else weighted).sum() / whole
     n = int(masked.sum())
     return loss, ce.sum() / max(n, 1), n
 
@@ -168,72 +190,143 @@ def lr_at(step, cfg):
     return cfg.lr * min(1.0, step / max(cfg.warmup, 1))
 
 
+def setup(cfg, world=1):
+    """Check the settings before any work, each message saying what to change. Returns the task
+    (None for s1k), the model's config and its tokenizer; no weights are read yet."""
+    if cfg.norm not in ("sequence", "batch"):
+        raise ValueError(f"--norm must be sequence or batch, not {cfg.norm!r}")
+    if cfg.task == "s1k" and not cfg.data:
+        raise ValueError("--task s1k needs --data: a JSON/JSONL copy of simplescaling/s1K")
+    if cfg.task != "s1k" and cfg.task not in tasks.TASKS:
+        raise ValueError(f"unknown task {cfg.task!r}; known tasks: {', '.join(tasks.TASKS)}, s1k")
+    task = None if cfg.task == "s1k" else tasks.get_task(cfg.task)
+    if task:
+        sample.check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", 0.0, 0.0)
+    if cfg.batch_size < world:
+        raise ValueError(f"--batch_size {cfg.batch_size} is smaller than the number of processes ({world}): "
+                         f"raise it or start fewer processes")
+    mcfg, tokenizer = model_lib.config_and_tokenizer(cfg.model)
+    return task, mcfg, tokenizer
+
+
+def check_lengths(pairs, test_prompts, cfg, max_seq_len):
+    """Every training prompt must leave room for an answer, every held-out prompt for gen_length tokens."""
+    longest = max(len(p) for p, _ in pairs)
+    if longest >= max_seq_len:
+        raise ValueError(f"the longest training prompt has {longest} tokens: no room for an answer within the "
+                         f"model's maximum sequence length {max_seq_len}; leave out prompts that long")
+    model_lib.check_prompt_room(test_prompts, cfg.gen_length, "--gen_length", max_seq_len, "held-out")
+
+
+def sft_step(net, opt, params, tokenizer, pairs, cfg, g, step):
+    """One optimiser step on cfg.batch_size pairs drawn from g (with replacement). Under torchrun every
+    process draws the same batch and masks and computes the loss of its own rows; the gradients are
+    summed. Returns the log record and the batch's token count."""
+    rank, world = model_lib.rank_world()
+    batch = [pairs[i] for i in torch.randint(len(pairs), (cfg.batch_size,), generator=g).tolist()]
+    ids, prompt_len = pad_answers(tokenizer, batch, cfg.answer_length, net.config.max_seq_len)  # (B, T)
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(cfg.device).type == "cuda"):
+        loss, unscaled, n = sft_loss(net, ids.to(cfg.device), prompt_len, tokenizer.mask_id, cfg.eps, cfg.norm, g,
+                                     rows=model_lib.shard(cfg.batch_size, rank, world))
+    total, ce, n = model_lib.all_reduce_sum([loss.item(), unscaled.item() * n, n])  # the whole batch's
+    if not math.isfinite(total):
+        raise FloatingPointError(f"loss is {total}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    model_lib.all_reduce_grads(params)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip).item()
+    if not math.isfinite(grad_norm):
+        raise FloatingPointError(f"gradient norm is {grad_norm}")
+    opt.step()
+    return dict(step=step, loss=total, unscaled=ce / max(n, 1), lr=lr_at(step, cfg)), ids.numel()
+
+
 def evaluate_model(net, tokenizer, task, test, style, cfg):
-    acc, _ = sample.evaluate(net, tokenizer, task, test, style=style, gen_length=cfg.gen_length,
-                             steps=cfg.diffusion_steps, block_length=cfg.block_length, progress=True)
-    return acc
+    """Greedy held-out accuracy; under torchrun each process scores every world-th example."""
+    rank, world = model_lib.rank_world()
+    _, results = sample.evaluate(net, tokenizer, task, test[rank::world], style=style, gen_length=cfg.gen_length,
+                                 steps=cfg.diffusion_steps, block_length=cfg.block_length, progress=rank == 0)
+    total, n = model_lib.all_reduce_sum([sum(s for _, s in results), len(results)])
+    return total / max(n, 1)
 
 
 def train(cfg, train_examples=None, test_examples=None):
     """Run masked SFT; returns (model, final held-out accuracy or None). Example lists, when given,
-    replace the task's data (reproduce.py builds its own distributions)."""
+    replace the task's data (reproduce.py builds its own distributions). Under torchrun, every
+    process calls this. Ctrl-C stops after the step in progress, writes a checkpoint and raises
+    KeyboardInterrupt; a non-finite loss raises FloatingPointError and writes nothing."""
     from tqdm import tqdm
-    if cfg.norm not in ("sequence", "batch"):
-        raise ValueError(f"--norm must be sequence or batch, not {cfg.norm!r}")
-    if cfg.task != "s1k":
-        sample.check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", 0.0, 0.0)
-    if cfg.task == "s1k" and not cfg.data:
-        raise ValueError("--task s1k needs --data: a JSON/JSONL copy of simplescaling/s1K")
-    net, tokenizer = model_lib.load_model(cfg.model, device=cfg.device, seed=cfg.seed)
-    params = model_lib.prepare_for_training(net, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
-                                            cfg.grad_ckpt, cfg.seed)
-    style = sample.prompt_style(net.config)
-    if cfg.task == "s1k":
-        task, test, pairs = None, [], s1k_pairs(tokenizer, s1k_records(cfg.data))
+    rank, world, cfg.device = model_lib.init_distributed(cfg.device)
+    task, mcfg, tokenizer = setup(cfg, world)
+    style = sample.prompt_style(mcfg)
+    if task is None:
+        test, pairs = [], s1k_pairs(tokenizer, s1k_records(cfg.data))
     else:
-        task = tasks.get_task(cfg.task)
         train_examples = train_examples or tasks.examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
         pairs = task_pairs(tokenizer, task, train_examples, style)
         test = (test_examples or tasks.examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
+    check_lengths(pairs, [sample.encode_prompt(tokenizer, task, ex, style, for_eval=True) for ex in test], cfg,
+                  mcfg.max_seq_len)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    resume = model_lib.resume_point(out, asdict(cfg), mcfg, RESUME_MAY_CHANGE) if cfg.resume else None
+    net, tokenizer = model_lib.load_model(cfg.model, device=cfg.device, seed=cfg.seed)
+    params = model_lib.prepare_for_training(net, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
+                                            cfg.grad_ckpt, cfg.seed)
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    g = torch.Generator().manual_seed(cfg.seed)
-    log = open(out / "log.jsonl", "a")
-    acc = None
+    g = torch.Generator().manual_seed(cfg.seed)  # data order and masks: the same on every process
+    start, acc = 0, None
+    if resume:
+        path, run = resume
+        model_lib.load_checkpoint(path, net, opt, dict(g=g))
+        start, acc = run["step"], run["metrics"]["accuracy"]
+    write = tqdm.write if rank == 0 else (lambda line: None)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        log = model_lib.open_log(out / "log.jsonl", start)
+        if resume:
+            write(f"resuming from {resume[0]} (step {start})")
+
+    def checkpoint(step):
+        run = dict(config=asdict(cfg), model_config=asdict(mcfg), metrics=dict(accuracy=acc))
+        return model_lib.save_checkpoint(out, step, net, opt, dict(g=g), run)
+
     net.train()
-    bar = tqdm(range(1, cfg.steps + 1), desc="sft")
     t0, tokens = time.time(), 0
-    for step in bar:
-        batch = [pairs[i] for i in torch.randint(len(pairs), (cfg.batch_size,), generator=g).tolist()]
-        ids, prompt_len = pad_answers(tokenizer, batch, cfg.answer_length)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(cfg.device).type == "cuda"):
-            loss, unscaled, _ = sft_loss(net, ids.to(cfg.device), prompt_len, tokenizer.mask_id, cfg.eps, cfg.norm, g)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; the last checkpoint in {out} is kept")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        tokens += ids.numel()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        record = dict(step=step, loss=loss.item(), unscaled=unscaled.item(), lr=lr_at(step, cfg))
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            dt = time.time() - t0
-            record.update(tokens_per_s=tokens / dt, seqs_per_s=step * cfg.batch_size / dt)
-            tqdm.write(f"step {step:5d} | loss {loss.item():.4f} | unscaled {unscaled.item():.4f} | "
-                       f"{record['tokens_per_s']:.0f} tok/s")
-        if task and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-            acc = record["accuracy"] = evaluate_model(net, tokenizer, task, test, style, cfg)
-            tqdm.write(f"step {step:5d} | held-out accuracy {acc:.2%} ({len(test)} examples)")
-            model_lib.save(net, out, tokenizer)
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-    model_lib.save(net, out, tokenizer)
-    (out / "sft_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    log.close()
+    with model_lib.StopOnCtrlC() as ctrl_c:
+        bar = tqdm(range(start + 1, cfg.steps + 1), desc="sft", disable=rank != 0)
+        for step in bar:
+            try:
+                record, n_tokens = sft_step(net, opt, params, tokenizer, pairs, cfg, g, step)
+            except FloatingPointError as e:
+                raise FloatingPointError(f"{e} at step {step}; stopped without saving, the last good checkpoint is "
+                                         f"{model_lib.latest_checkpoint(out) or 'none (none written yet)'}") from None
+            tokens += n_tokens
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                dt = time.time() - t0
+                record.update(tokens_per_s=tokens / dt, seqs_per_s=(step - start) * cfg.batch_size / dt)
+                write(f"step {step:5d} | loss {record['loss']:.4f} | unscaled {record['unscaled']:.4f} | "
+                      f"{record['tokens_per_s']:.0f} tok/s")
+            if task and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+                acc = record["accuracy"] = evaluate_model(net, tokenizer, task, test, style, cfg)
+                write(f"step {step:5d} | held-out accuracy {acc:.2%} ({len(test)} examples)")
+                if rank == 0:
+                    model_lib.save(net, out, tokenizer)
+            if rank == 0:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            stop = ctrl_c.stop()
+            if stop or step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
+                path = checkpoint(step)
+            if stop:
+                raise KeyboardInterrupt(f"stopped by Ctrl-C after step {step}; checkpoint in {path}, "
+                                        f"continue with --resume")
+    if rank == 0:
+        model_lib.save(net, out, tokenizer)
+        (out / "sft_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        log.close()
     return net, acc
 
 
@@ -241,9 +334,16 @@ def main(argv=None):
     cfg = model_lib.parse_config(SFTConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS)
     try:
         net, acc = train(cfg)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+        if model_lib.rank_world()[0] == 0:
+            print(f"SFT done: checkpoint in {cfg.out}" + (f", held-out accuracy {acc:.2%}" if acc is not None else ""))
+    except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as e:
         raise SystemExit(f"error: {e}")
-    print(f"SFT done: checkpoint in {cfg.out}" + (f", held-out accuracy {acc:.2%}" if acc is not None else ""))
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}" if str(e) else f"interrupted; the last checkpoint in {cfg.out} is kept",
+              file=sys.stderr)
+        raise SystemExit(130)
+    finally:
+        model_lib.close_distributed()
 
 
 if __name__ == "__main__":

@@ -48,3 +48,10 @@ def test_answers_are_padded_with_end_of_text_that_counts_as_answer():
     ids, prompt_len = sft.pad_answers(Tok, [([1, 2, 3], [7, 8]), ([4], [9, 9, 9, 9, 9, 9])], gen_length=4)
     assert ids.tolist() == [[1, 2, 3, 7, 8, 99, 99], [4, 9, 9, 9, 9, 99, 99]]  # answer cut to 4, then row padding
     assert prompt_len.tolist() == [3, 1]
+
+
+def test_rows_are_cut_at_the_models_maximum_length():
+    pairs = [([1, 2, 3], [7, 8, 9, 9]), ([4], [5])]
+    ids, prompt_len = sft.pad_answers(Tok, pairs, gen_length=4, max_len=5)
+    assert ids.tolist() == [[1, 2, 3, 7, 8], [4, 5, 99, 99, 99]]  # the first answer loses its end, as d1's max_length
+    assert prompt_len.tolist() == [3, 1]
