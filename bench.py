@@ -1,13 +1,14 @@
 """Benchmark: each stage against a baseline written the way the reference code computes it, and
 the opt-in Fast-dLLM decoding (issue 7). A benchmark prints figures; it is not a timed test.
 
-    python bench.py                                  # toy and mid, about 4 minutes on 2 CPU cores
+    python bench.py                                  # toy and mid, under 5 minutes on 2 CPU cores
     python bench.py --presets toy --repeats 5 --no-accuracy
-    python bench.py --presets mid-32k --no-accuracy     # mid with a 32k vocabulary
+    python bench.py --presets mid-bytes --no-accuracy   # mid with the toy's byte vocabulary
 
-For the toy preset and a mid-size model (d_model 512, 8 layers) on whatever device is present, it
-prints the device's float32 matmul peak (a large matmul in the same run) and, ours against the
-baseline, median of --repeats interleaved runs (the ratio is the median of the per-run ratios):
+For the toy preset (byte vocabulary) and a mid-size model (d_model 512, 8 layers, a 32k vocabulary
+like a real tokenizer's) on whatever device is present, it prints the device's float32 matmul peak
+(a large matmul in the same run) and, ours against the baseline, medians of --repeats interleaved
+runs (the ratio is the median of the per-run ratios):
 1. sampler tokens/s, after checking that both give the same tokens at temperature 0; and ours
    with the KV cache (prefix, dual) as a speed figure (on random weights the threshold never fires);
 2. masked-SFT tokens/s (forward, backward, AdamW);
@@ -24,10 +25,11 @@ full vocabulary at every position, confidences of -inf beyond the current block,
 over rows around topk. tests/reference.py uses baseline_generate for the parity tests.
 """
 import argparse
+import io
 import json
 import statistics
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from pathlib import Path
 from unittest import mock
 
@@ -41,19 +43,19 @@ import sample
 import sft
 import tasks
 
-MID = model_lib.ModelConfig(d_model=512, n_layers=8, n_heads=8, n_kv_heads=8, mlp_hidden=1408)
+MID = model_lib.ModelConfig(d_model=512, n_layers=8, n_heads=8, n_kv_heads=8, mlp_hidden=1408, vocab_size=32768)
+MID_BYTES = model_lib.ModelConfig(**{**vars(MID), "vocab_size": 260})
 SMALL = model_lib.ModelConfig(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384)  # accuracy runs
 
-# Work per preset, sized so that the whole run stays within a few minutes on 2 CPU cores.
+# Work per preset, sized so that the whole run stays within a few minutes on 2 CPU cores. The toy
+# preset has the byte vocabulary (260); mid, like a real model, a tokenizer-sized one (32k);
+# mid-bytes (not in the default run) is mid with the byte vocabulary.
 SIZES = {
     "toy": dict(config=model_lib.PRESETS["toy"], sampler=dict(batch=8), sft=dict(batch=64),
                 grpo=dict(prompts_per_step=8, num_generations=4)),
-    "mid": dict(config=MID, sampler=dict(batch=2), sft=dict(batch=16),
-                grpo=dict(prompts_per_step=2, num_generations=4)),
-    # not in the default run: mid with a 32k vocabulary, like a real tokenizer's, where whole-sequence
-    # logits and float64 work over the vocabulary (the baseline's) start to cost
-    "mid-32k": dict(config=model_lib.ModelConfig(**{**vars(MID), "vocab_size": 32768}), sampler=dict(batch=2),
-                    sft=dict(batch=16), grpo=dict(prompts_per_step=2, num_generations=4)),
+    "mid": dict(config=MID, sampler=dict(batch=1), sft=dict(batch=16), grpo=dict(prompts_per_step=1, num_generations=2)),
+    "mid-bytes": dict(config=MID_BYTES, sampler=dict(batch=2), sft=dict(batch=16),
+                      grpo=dict(prompts_per_step=1, num_generations=4)),
 }
 SAMPLER = dict(prompt=32, gen_length=64, block_length=16, steps=32)  # d1's shape, scaled: 2 tokens per step
 FAST = dict(threshold=0.9, cache="dual")  # Fast-dLLM's default threshold
@@ -199,6 +201,20 @@ def compare(ours, base, repeats, device):
                 ours_out=out_ours, base_out=out_base)
 
 
+def prime(opt):
+    """Allocate AdamW's moments before measuring (a zero-gradient step at learning rate 0 changes no
+    weight), so that a step's peak memory does not include them."""
+    lrs = [group["lr"] for group in opt.param_groups]
+    for group in opt.param_groups:
+        group["lr"] = 0.0
+        for p in group["params"]:
+            p.grad = torch.zeros_like(p)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    for group, lr in zip(opt.param_groups, lrs):
+        group["lr"] = lr
+
+
 def forward_flops(cfg, rows, queries, keys, logits):
     """FLOPs (2 per multiply-add) of one forward pass: the blocks' projections at `queries` positions of
     each row, attention of those queries over `keys` positions, the output head at `logits` positions."""
@@ -259,7 +275,7 @@ def bench_sft(cfg, device, repeats, batch=64):
         opt.step()
         return n
 
-    step(net, 0)  # AdamW allocates its moments at the first step: not part of the step's memory
+    prime(opt)
     r = compare(lambda: step(net, 0), lambda: step(base, 0), repeats, device)
     B, T = ids.shape
     flops = 3 * forward_flops(cfg, B, T, T, r["ours_out"])  # backward = 2 x forward
@@ -278,11 +294,24 @@ def grpo_setup(cfg, device, prompts_per_step, num_generations, **rollout):
     return net, ref, gcfg, task, task.generate(prompts_per_step, seed=0)
 
 
+class AnyVocabulary:
+    """The byte tokenizer for a model whose vocabulary is larger: ids beyond it decode as '?'."""
+
+    def __init__(self, vocab_size):
+        self.base, self.vocab_size = model_lib.byte_tokenizer(), vocab_size
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def decode(self, ids):
+        return self.base.decode([t if t < 260 else ord("?") for t in ids])
+
+
 def bench_grpo(cfg, device, repeats, prompts_per_step=8, num_generations=4):
     """Seconds per outer step of diffu_grpo.train_step (toy Sudoku prompts, G answers of 16 tokens,
     mu 2): ours, the baseline (reference-style sampler, whole-sequence logits), and ours with
     Fast-dLLM rollouts. Each split into generation, log-probs and the updates."""
-    tok = model_lib.byte_tokenizer()
+    tok = AnyVocabulary(cfg.vocab_size)
     out = {}
     for name, rollout, baseline in (("ours", {}, False), ("baseline", {}, True), ("ours_fast", FAST, False)):
         net, ref, gcfg, task, examples = grpo_setup(cfg, device, prompts_per_step, num_generations, **rollout)
@@ -290,8 +319,8 @@ def bench_grpo(cfg, device, repeats, prompts_per_step=8, num_generations=4):
         opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
         g, gen = torch.Generator().manual_seed(0), torch.Generator(device).manual_seed(0)
         step = lambda: diffu_grpo.train_step(policy, ref_model, opt, tok, task, examples, gcfg, "toy", g, gen)[0]
+        prime(opt)
         with baseline_sampler() if baseline else nullcontext():
-            step()  # warm-up: AdamW allocates its moments
             mem, _ = peak_memory(step, device)
             records = [run_once(step, device)[1] for _ in range(repeats)]
         out[name] = {k: statistics.median(r[k] for r in records) for k in ("gen_s", "logp_s", "update_s")}
@@ -322,8 +351,12 @@ def accuracy_model(task, device, folder):
         return model_lib.load(folder, device=device)
     init = folder.parent / f"{folder.name}-init"
     model_lib.save(model_lib.build(SMALL, seed=0), init)
-    net, _ = sft.train(sft.SFTConfig(model=str(init), task=task, steps=400, lr=2e-3, n_eval=1, eval_every=0,
-                                     log_every=10 ** 9, out=str(folder), device=device))
+    print(f"training a small {task} model for the accuracy figures (once: it is kept in {folder})", flush=True)
+    t = time.time()
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # sft.train's progress bars
+        net, _ = sft.train(sft.SFTConfig(model=str(init), task=task, steps=400, lr=2e-3, n_eval=1, eval_every=0,
+                                         log_every=10 ** 9, out=str(folder), device=device))
+    print(f"  trained in {time.time() - t:.0f} s", flush=True)
     return net
 
 
@@ -369,15 +402,16 @@ def mib(b):
 def print_preset(name, cfg, r, peak):
     n = sum(p.numel() for p in model_lib.Transformer(cfg).parameters()) if cfg.d_model < 1024 else 0
     print(f"\n{name}: d_model {cfg.d_model}, {cfg.n_layers} layers, vocab {cfg.vocab_size}, {n / 1e6:.1f}M parameters")
-    s, t, g = r["sampler"], r["sft"], r["grpo"]
+    s, t = r["sampler"], r["sft"]
     print(f"  sampler   ours {s['ours_tok_s']:8.1f} tok/s | baseline {s['baseline_tok_s']:8.1f} tok/s | "
-          f"ours/baseline {s['ratio']:.2f}x | same tokens at temperature 0: {s['same_tokens']} | "
+          f"ours/baseline {s['ratio']:.2f}x (median of paired runs) | same tokens at temperature 0: {s['same_tokens']} | "
           f"{s['flop_s'] / peak:.0%} of matmul peak | peak memory {mib(s['ours_mem'])} vs {mib(s['base_mem'])}")
     print(f"            ours with prefix cache {s['prefix_tok_s']:8.1f} tok/s ({s['prefix_tok_s'] / s['baseline_tok_s']:.2f}x), "
           f"dual cache {s['dual_tok_s']:8.1f} tok/s ({s['dual_tok_s'] / s['baseline_tok_s']:.2f}x): approximate, not the same tokens")
     print(f"  SFT step  ours {t['ours_tok_s']:8.0f} tok/s | baseline {t['baseline_tok_s']:8.0f} tok/s | "
           f"ours/baseline {t['ratio']:.2f}x | {t['flop_s'] / peak:.0%} of matmul peak | "
           f"peak memory {mib(t['ours_mem'])} vs {mib(t['base_mem'])}")
+    g = r["grpo"]
     for k, label in (("ours", "ours"), ("baseline", "baseline"), ("ours_fast", "ours, fast rollouts")):
         x = g[k]
         print(f"  GRPO step {label:20s} {x['step_s']:6.2f} s = generation {x['gen_s']:5.2f} + log-probs "
@@ -401,7 +435,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--presets", default="toy,mid", help=f"comma-separated, of {', '.join(SIZES)} "
-                                                        "(mid: d_model 512, 8 layers)")
+                                                        "(mid: d_model 512, 8 layers, vocabulary 32k)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (medians are shown)")
     p.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True,
                    help="measure Fast-dLLM decoding's accuracy on toy Sudoku and Countdown")
@@ -421,7 +455,7 @@ def main(argv=None):
     for name in args.presets.split(","):
         size = SIZES[name]
         cfg = size["config"]
-        r = results[name] = dict(sampler=bench_sampler(cfg, args.device, args.repeats, **size["sampler"], **SAMPLER),
+        results[name] = r = dict(sampler=bench_sampler(cfg, args.device, args.repeats, **size["sampler"], **SAMPLER),
                                  sft=bench_sft(cfg, args.device, args.repeats, **size["sft"]),
                                  grpo=bench_grpo(cfg, args.device, args.repeats, **size["grpo"]))
         print_preset(name, cfg, r, peak)

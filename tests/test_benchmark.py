@@ -61,3 +61,12 @@ def test_accuracy_section_counts_fewer_passes_with_fast_decoding(tmp_path):
 
 def test_matmul_peak_is_positive():
     assert bench.matmul_peak("cpu", n=256, repeats=2) > 0
+
+
+def test_prime_allocates_adamw_moments_without_moving_a_weight():
+    net = model.build(CFG)
+    before = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=0.1)
+    bench.prime(opt)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert len(opt.state) == len(before) and opt.param_groups[0]["lr"] == 1e-2
