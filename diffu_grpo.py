@@ -48,7 +48,6 @@ Shapes: N = prompts x G sequences, P prompt length, L answer length, V vocabular
 import copy
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -450,8 +449,7 @@ def train(cfg, train_examples=None, test_examples=None):
                 record, _ = train_step(policy, ref_model, opt, tokenizer, task, [train_ex[i] for i in mine], cfg,
                                        style, g, gen)
             except FloatingPointError as e:
-                raise FloatingPointError(f"{e} at step {step}; stopped without saving, the last good checkpoint is "
-                                         f"{model_lib.latest_checkpoint(out) or 'none (none written yet)'}") from None
+                raise model_lib.not_finite(e, step, out) from None
             record["step"] = step
             bar.set_postfix(reward=f"{record['reward']:.3f}")
             write(f"step {step:5d} | reward {record['reward']:.3f} ± {record['reward_std']:.3f} | "
@@ -465,12 +463,7 @@ def train(cfg, train_examples=None, test_examples=None):
             if rank == 0:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            stop = ctrl_c.stop()
-            if stop or step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
-                path = checkpoint(step)
-            if stop:
-                raise KeyboardInterrupt(f"stopped by Ctrl-C after step {step}; checkpoint in {path}, "
-                                        f"continue with --resume")
+            ctrl_c.after_step(step, cfg.steps, cfg.save_every, checkpoint)
     if rank == 0:
         model_lib.save(policy, out, tokenizer)
         (out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -483,18 +476,13 @@ def main(argv=None):
     if cfg.dry_run:
         print_plan(cfg, model_lib.PRESETS[cfg.model] if cfg.model in model_lib.PRESETS else model_lib.read_config(cfg.model))
         return
-    try:
+
+    def run():
         policy, before, after = train(cfg)
         if model_lib.rank_world()[0] == 0:
             print(f"diffu-GRPO done: held-out accuracy {before:.2%} -> {after:.2%}; checkpoint in {cfg.out}")
-    except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as e:
-        raise SystemExit(f"error: {e}")
-    except KeyboardInterrupt as e:
-        print(f"interrupted: {e}" if str(e) else f"interrupted; the last checkpoint in {cfg.out} is kept",
-              file=sys.stderr)
-        raise SystemExit(130)
-    finally:
-        model_lib.close_distributed()
+
+    model_lib.run_command(run, cfg.out)
 
 
 if __name__ == "__main__":

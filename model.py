@@ -843,6 +843,36 @@ class StopOnCtrlC:
         return all_reduce_sum([float(self.requested)])[0] > 0
 
 
+    def after_step(self, step, last, save_every, checkpoint):
+        """End of a training step: checkpoint(step) every save_every steps, at the last step and on
+        Ctrl-C; then, on Ctrl-C, stop with a KeyboardInterrupt that says where the checkpoint is."""
+        stop = self.stop()
+        if stop or step == last or (save_every and step % save_every == 0):
+            path = checkpoint(step)
+        if stop:
+            raise KeyboardInterrupt(f"stopped by Ctrl-C after step {step}; checkpoint in {path}, continue with --resume")
+
+
+def not_finite(error, step, out):
+    """The FloatingPointError of a non-finite loss or gradient: it names the step and the last good checkpoint."""
+    last = latest_checkpoint(out) or "none (none written yet)"
+    return FloatingPointError(f"{error} at step {step}; stopped without saving, the last good checkpoint is {last}")
+
+
+def run_command(run, out):
+    """A training script's main: run(), with configuration and data mistakes and a non-finite loss as
+    one `error: ...` line, Ctrl-C as exit status 130 (after its checkpoint), the process group closed."""
+    try:
+        run()
+    except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as e:
+        raise SystemExit(f"error: {e}")
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}" if str(e) else f"interrupted; the last checkpoint in {out} is kept", file=sys.stderr)
+        raise SystemExit(130)
+    finally:
+        close_distributed()
+
+
 # Checkpoints: out/checkpoint-NNNNNN/ beside the model folder's own files, the newest one kept.
 #   run.json               step, the run's settings, the model's config, metrics, number of processes
 #   trainable.safetensors  the trained parameters (with LoRA: only the adapters)

@@ -35,7 +35,6 @@ continues from the newest, and Ctrl-C stops after the step in progress with a ch
 """
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -300,8 +299,7 @@ def train(cfg, train_examples=None, test_examples=None):
             try:
                 record, n_tokens = sft_step(net, opt, params, tokenizer, pairs, cfg, g, step)
             except FloatingPointError as e:
-                raise FloatingPointError(f"{e} at step {step}; stopped without saving, the last good checkpoint is "
-                                         f"{model_lib.latest_checkpoint(out) or 'none (none written yet)'}") from None
+                raise model_lib.not_finite(e, step, out) from None
             tokens += n_tokens
             bar.set_postfix(loss=f"{record['loss']:.3f}")
             if step % cfg.log_every == 0 or step == cfg.steps:
@@ -317,12 +315,7 @@ def train(cfg, train_examples=None, test_examples=None):
             if rank == 0:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            stop = ctrl_c.stop()
-            if stop or step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
-                path = checkpoint(step)
-            if stop:
-                raise KeyboardInterrupt(f"stopped by Ctrl-C after step {step}; checkpoint in {path}, "
-                                        f"continue with --resume")
+            ctrl_c.after_step(step, cfg.steps, cfg.save_every, checkpoint)
     if rank == 0:
         model_lib.save(net, out, tokenizer)
         (out / "sft_config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -332,18 +325,13 @@ def train(cfg, train_examples=None, test_examples=None):
 
 def main(argv=None):
     cfg = model_lib.parse_config(SFTConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS)
-    try:
+
+    def run():
         net, acc = train(cfg)
         if model_lib.rank_world()[0] == 0:
             print(f"SFT done: checkpoint in {cfg.out}" + (f", held-out accuracy {acc:.2%}" if acc is not None else ""))
-    except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as e:
-        raise SystemExit(f"error: {e}")
-    except KeyboardInterrupt as e:
-        print(f"interrupted: {e}" if str(e) else f"interrupted; the last checkpoint in {cfg.out} is kept",
-              file=sys.stderr)
-        raise SystemExit(130)
-    finally:
-        model_lib.close_distributed()
+
+    model_lib.run_command(run, cfg.out)
 
 
 if __name__ == "__main__":
