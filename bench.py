@@ -53,7 +53,8 @@ SMALL = model_lib.ModelConfig(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, 
 SIZES = {
     "toy": dict(config=model_lib.PRESETS["toy"], sampler=dict(batch=8), sft=dict(batch=64),
                 grpo=dict(prompts_per_step=8, num_generations=4)),
-    "mid": dict(config=MID, sampler=dict(batch=1), sft=dict(batch=16), grpo=dict(prompts_per_step=1, num_generations=2)),
+    "mid": dict(config=MID, sampler=dict(batch=1), sft=dict(batch=16),
+                grpo=dict(prompts_per_step=1, num_generations=2)),
     "mid-bytes": dict(config=MID_BYTES, sampler=dict(batch=2), sft=dict(batch=16),
                       grpo=dict(prompts_per_step=1, num_generations=4)),
 }
@@ -79,7 +80,8 @@ def baseline_generate(model, prompt, steps, gen_length, block_length, temperatur
     x = torch.full((B, P + gen_length), mask_id, dtype=torch.long, device=device)
     x[:, :P] = prompt
     if attention_mask is not None:
-        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1]).expand(B, gen_length)], dim=1)
+        ones = torch.ones(B, gen_length, dtype=attention_mask.dtype, device=device)
+        attention_mask = torch.cat([attention_mask, ones], dim=1)
     is_prompt = x != mask_id
     assert gen_length % block_length == 0
     num_blocks = gen_length // block_length
@@ -404,10 +406,12 @@ def print_preset(name, cfg, r, peak):
     print(f"\n{name}: d_model {cfg.d_model}, {cfg.n_layers} layers, vocab {cfg.vocab_size}, {n / 1e6:.1f}M parameters")
     s, t = r["sampler"], r["sft"]
     print(f"  sampler   ours {s['ours_tok_s']:8.1f} tok/s | baseline {s['baseline_tok_s']:8.1f} tok/s | "
-          f"ours/baseline {s['ratio']:.2f}x (median of paired runs) | same tokens at temperature 0: {s['same_tokens']} | "
+          f"ours/baseline {s['ratio']:.2f}x (median of paired runs) | "
+          f"same tokens at temperature 0: {s['same_tokens']} | "
           f"{s['flop_s'] / peak:.0%} of matmul peak | peak memory {mib(s['ours_mem'])} vs {mib(s['base_mem'])}")
-    print(f"            ours with prefix cache {s['prefix_tok_s']:8.1f} tok/s ({s['prefix_tok_s'] / s['baseline_tok_s']:.2f}x), "
-          f"dual cache {s['dual_tok_s']:8.1f} tok/s ({s['dual_tok_s'] / s['baseline_tok_s']:.2f}x): approximate, not the same tokens")
+    base = s["baseline_tok_s"]
+    print(f"            ours with prefix cache {s['prefix_tok_s']:8.1f} tok/s ({s['prefix_tok_s'] / base:.2f}x), "
+          f"dual cache {s['dual_tok_s']:8.1f} tok/s ({s['dual_tok_s'] / base:.2f}x): approximate, not the same tokens")
     print(f"  SFT step  ours {t['ours_tok_s']:8.0f} tok/s | baseline {t['baseline_tok_s']:8.0f} tok/s | "
           f"ours/baseline {t['ratio']:.2f}x | {t['flop_s'] / peak:.0%} of matmul peak | "
           f"peak memory {mib(t['ours_mem'])} vs {mib(t['base_mem'])}")
@@ -425,7 +429,8 @@ def print_accuracy(acc, n_eval):
           f"batches of 128):")
     for (task, decoder), r in acc.items():
         exact = acc[(task, "exact (LLaDA)")]
-        print(f"  {task:9s} {decoder:40s} accuracy {r['accuracy']:6.1%} ({100 * (r['accuracy'] - exact['accuracy']):+5.1f} pts) | "
+        change = 100 * (r["accuracy"] - exact["accuracy"])
+        print(f"  {task:9s} {decoder:40s} accuracy {r['accuracy']:6.1%} ({change:+5.1f} pts) | "
               f"{r['calls']:4.1f} model calls per batch, {r['passes']:5.2f} full-pass equivalents per answer "
               f"({exact['passes'] / r['passes']:4.1f}x fewer) | "
               f"{1e3 * r['s_per_answer']:5.2f} ms per answer")

@@ -273,8 +273,9 @@ def memory_plan(cfg, mcfg):
 
 def print_plan(cfg, mcfg):
     items = memory_plan(cfg, mcfg)
-    print(f"memory plan for --model {cfg.model} (d_model {mcfg.d_model}, {mcfg.n_layers} layers, vocab {mcfg.vocab_size}), "
-          f"LoRA r {cfg.lora_r}, {cfg.prompts_per_step} prompts x {cfg.num_generations} answers of {cfg.gen_length} tokens")
+    print(f"memory plan for --model {cfg.model} (d_model {mcfg.d_model}, {mcfg.n_layers} layers, "
+          f"vocab {mcfg.vocab_size}), LoRA r {cfg.lora_r}, {cfg.prompts_per_step} prompts x "
+          f"{cfg.num_generations} answers of {cfg.gen_length} tokens")
     gen = items[-1][1]
     train = sum(b for _, b in items[:-1])
     peak = sum(b for _, b in items[:4]) + max(gen, train - sum(b for _, b in items[:4]))
@@ -358,7 +359,8 @@ def setup(cfg, world=1):
     if cfg.temperature is None:
         cfg.temperature = D1_TEMPERATURE.get(cfg.task, 0.9)
     if cfg.num_generations < 2:
-        raise ValueError(f"--num_generations must be at least 2 (GRPO compares answers within a group), not {cfg.num_generations}")
+        raise ValueError(f"--num_generations must be at least 2 (GRPO compares answers within a group), "
+                         f"not {cfg.num_generations}")
     if cfg.loss_norm not in ("token", "sequence"):
         raise ValueError(f"--loss_norm must be token or sequence, not {cfg.loss_norm!r}")
     sample.check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", cfg.temperature, 0.0,
@@ -474,7 +476,8 @@ def train(cfg, train_examples=None, test_examples=None):
 def main(argv=None):
     cfg = model_lib.parse_config(GRPOConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS)
     if cfg.dry_run:
-        print_plan(cfg, model_lib.PRESETS[cfg.model] if cfg.model in model_lib.PRESETS else model_lib.read_config(cfg.model))
+        preset = cfg.model in model_lib.PRESETS
+        print_plan(cfg, model_lib.PRESETS[cfg.model] if preset else model_lib.read_config(cfg.model))
         return
 
     def run():

@@ -358,7 +358,8 @@ def merge_lora(model):
     for block in model.transformer.blocks:
         for name, m in list(block.named_children()):
             if isinstance(m, LoRALinear):
-                plain = nn.Linear(m.in_features, m.out_features, bias=False, device=m.weight.device, dtype=m.weight.dtype)
+                plain = nn.Linear(m.in_features, m.out_features, bias=False, device=m.weight.device,
+                                  dtype=m.weight.dtype)
                 with torch.no_grad():
                     plain.weight.copy_(m.merged_weight())
                 setattr(block, name, plain)
@@ -585,7 +586,8 @@ WEIGHT_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", 
 
 def hf_cache_snapshot(repo):
     """The folder of `repo` in the local Hugging Face cache (HF_HUB_CACHE, HF_HOME), or None."""
-    hub = os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    hub = os.environ.get("HF_HUB_CACHE") or home / "hub"
     root = Path(hub) / ("models--" + repo.replace("/", "--"))
     ref = root / "refs" / "main"
     candidates = [root / "snapshots" / ref.read_text().strip()] if ref.is_file() else []
@@ -850,7 +852,8 @@ class StopOnCtrlC:
         if stop or step == last or (save_every and step % save_every == 0):
             path = checkpoint(step)
         if stop:
-            raise KeyboardInterrupt(f"stopped by Ctrl-C after step {step}; checkpoint in {path}, continue with --resume")
+            raise KeyboardInterrupt(f"stopped by Ctrl-C after step {step}; checkpoint in {path}, "
+                                    f"continue with --resume")
 
 
 def not_finite(error, step, out):

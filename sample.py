@@ -82,7 +82,8 @@ CACHES = ("none", "prefix", "dual")
 
 def check_settings(gen_length, steps, block_length, remasking, temperature, cfg_scale, threshold=None, cache="none"):
     if gen_length <= 0 or block_length <= 0 or steps <= 0:
-        raise ValueError(f"gen_length ({gen_length}), block_length ({block_length}) and steps ({steps}) must be positive")
+        raise ValueError(f"gen_length ({gen_length}), block_length ({block_length}) and steps ({steps}) "
+                         f"must be positive")
     if gen_length % block_length:
         raise ValueError(f"block_length {block_length} must divide gen_length {gen_length}")
     if steps % (gen_length // block_length):

@@ -150,7 +150,8 @@ def s1k_records(path):
     copy's (problem, solution, thinking). Where a record has no reasoning trace its solution stands
     in; where it has no attempt, the solution is the answer."""
     text = Path(path).read_text(encoding="utf-8")
-    rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
+    lines = [line for line in text.splitlines() if line.strip()]
+    rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in lines]
     out = []
     for i, r in enumerate(rows):
         question = r.get("question") or r.get("problem")
