@@ -11,6 +11,7 @@ Committed tokens are never remasked.
 
     python sample.py --model toy --prompt "sudoku 3102200002100320" --show
     python sample.py --model path/to/LLaDA-8B-Instruct --prompt "What is 7*8?" --gen_length 128
+    python sample.py --model runs/sft-toy --threshold 0.9 --cache prefix    # Fast-dLLM decoding (opt-in)
 
 At temperature 0 the tokens equal those of LLaDA's reference generate.py. Only the work that
 changes the result is done:
