@@ -309,12 +309,7 @@ def inner_update(policy, opt, batch, masked_prompt, old, ref, cfg, mask_id, chun
     stats = dict(zip(stats, model_lib.all_reduce_sum(list(stats.values()))))  # the whole batch's
     if not math.isfinite(stats["loss"]):
         raise FloatingPointError(f"loss is {stats['loss']}")
-    params = opt.param_groups[0]["params"]  # the trainable parameters
-    model_lib.all_reduce_grads(params)
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip).item()
-    if not math.isfinite(grad_norm):
-        raise FloatingPointError(f"gradient norm is {grad_norm}")
-    opt.step()
+    model_lib.apply_gradients(opt, opt.param_groups[0]["params"], cfg.grad_clip)  # the trainable parameters
     return stats
 
 
@@ -394,15 +389,6 @@ def reference_policy(policy, lora):
     return copy.deepcopy(policy).eval().requires_grad_(False)
 
 
-def evaluate_model(policy, tokenizer, task, test, style, cfg):
-    """Greedy held-out accuracy; under torchrun each process scores every world-th example."""
-    rank, world = model_lib.rank_world()
-    _, results = sample.evaluate(policy, tokenizer, task, test[rank::world], style=style, gen_length=cfg.gen_length,
-                                 steps=cfg.diffusion_steps, block_length=cfg.block_length, progress=rank == 0)
-    total, n = model_lib.all_reduce_sum([sum(s for _, s in results), len(results)])
-    return total / max(n, 1)
-
-
 def train(cfg, train_examples=None, test_examples=None):
     """Run diffu-GRPO; returns (policy, held-out accuracy before, after). Example lists, when given,
     replace the task's prompts and held-out set (reproduce.py builds its own distributions). Under
@@ -424,12 +410,14 @@ def train(cfg, train_examples=None, test_examples=None):
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)  # prompt order and masks: the same on every process
     gen = torch.Generator(cfg.device).manual_seed(cfg.seed + 1_000_000 * rank)  # this process's rollout noise
+    evaluate = lambda: sample.held_out_accuracy(policy, tokenizer, task, test, style=style, gen_length=cfg.gen_length,
+                                                steps=cfg.diffusion_steps, block_length=cfg.block_length)
     if resume:
         path, run = resume
         model_lib.load_checkpoint(path, policy, opt, dict(g=g, gen=gen))
         start, acc0, acc = run["step"], run["metrics"]["accuracy_before"], run["metrics"]["accuracy"]
     else:
-        start, acc0 = 0, evaluate_model(policy, tokenizer, task, test, style, cfg)
+        start, acc0 = 0, evaluate()
         acc = acc0
     write = tqdm.write if rank == 0 else (lambda line: None)
     if rank == 0:
@@ -458,7 +446,7 @@ def train(cfg, train_examples=None, test_examples=None):
                   f"kl {record['kl']:.4f} | clip {record['clip_frac']:.3f} | "
                   f"gen {record['gen_s']:.1f}s logp {record['logp_s']:.1f}s upd {record['update_s']:.1f}s")
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
-                acc = record["accuracy"] = evaluate_model(policy, tokenizer, task, test, style, cfg)
+                acc = record["accuracy"] = evaluate()
                 write(f"step {step:5d} | held-out accuracy {acc:.2%}")
                 if rank == 0:
                     model_lib.save(policy, out, tokenizer)

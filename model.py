@@ -24,6 +24,7 @@ Shapes: B batch, T sequence length, C d_model, H heads, D head dim, V vocabulary
 """
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -808,6 +809,16 @@ def all_reduce_grads(params):
         torch.distributed.all_reduce(p.grad)
 
 
+def apply_gradients(opt, params, grad_clip):
+    """The optimiser step after the backward pass(es): gradients summed over processes, clipped to
+    grad_clip by norm, and a non-finite norm stopped before it reaches the weights."""
+    all_reduce_grads(params)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip).item()
+    if not math.isfinite(grad_norm):
+        raise FloatingPointError(f"gradient norm is {grad_norm}")
+    opt.step()
+
+
 def check_prompt_room(prompts, room, flag, max_seq_len, which):
     """Fail before any work when the longest of these prompts (token lists) plus `room` answer tokens,
     set by `flag`, passes the model's maximum sequence length."""
@@ -843,7 +854,6 @@ class StopOnCtrlC:
     def stop(self):
         """Whether to stop now: Ctrl-C reached this process or, under torchrun, any process (all agree)."""
         return all_reduce_sum([float(self.requested)])[0] > 0
-
 
     def after_step(self, step, last, save_every, checkpoint):
         """End of a training step: checkpoint(step) every save_every steps, at the last step and on

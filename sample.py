@@ -253,6 +253,16 @@ def evaluate(model, tokenizer, task, examples, *, style, gen_length, steps, bloc
     return sum(s for _, s in results) / max(len(results), 1), results
 
 
+def held_out_accuracy(model, tokenizer, task, examples, *, style, gen_length, steps, block_length):
+    """evaluate's accuracy for a training script; under torchrun each process scores every world-th
+    example and the scores are summed over the processes."""
+    rank, world = model_lib.rank_world()
+    _, results = evaluate(model, tokenizer, task, examples[rank::world], style=style, gen_length=gen_length,
+                          steps=steps, block_length=block_length, progress=rank == 0)
+    total, n = model_lib.all_reduce_sum([sum(s for _, s in results), len(results)])
+    return total / max(n, 1)
+
+
 def render(tokenizer, ids):
     """The answer as text, a masked position shown as '_' (for --show)."""
     return "".join("_" if t == tokenizer.mask_id else tokenizer.decode([t]) for t in ids.tolist())

@@ -235,21 +235,8 @@ def sft_step(net, opt, params, tokenizer, pairs, cfg, g, step):
         raise FloatingPointError(f"loss is {total}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    model_lib.all_reduce_grads(params)
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip).item()
-    if not math.isfinite(grad_norm):
-        raise FloatingPointError(f"gradient norm is {grad_norm}")
-    opt.step()
+    model_lib.apply_gradients(opt, params, cfg.grad_clip)
     return dict(step=step, loss=total, unscaled=ce / max(n, 1), lr=lr_at(step, cfg)), ids.numel()
-
-
-def evaluate_model(net, tokenizer, task, test, style, cfg):
-    """Greedy held-out accuracy; under torchrun each process scores every world-th example."""
-    rank, world = model_lib.rank_world()
-    _, results = sample.evaluate(net, tokenizer, task, test[rank::world], style=style, gen_length=cfg.gen_length,
-                                 steps=cfg.diffusion_steps, block_length=cfg.block_length, progress=rank == 0)
-    total, n = model_lib.all_reduce_sum([sum(s for _, s in results), len(results)])
-    return total / max(n, 1)
 
 
 def train(cfg, train_examples=None, test_examples=None):
@@ -309,7 +296,9 @@ def train(cfg, train_examples=None, test_examples=None):
                 write(f"step {step:5d} | loss {record['loss']:.4f} | unscaled {record['unscaled']:.4f} | "
                       f"{record['tokens_per_s']:.0f} tok/s")
             if task and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-                acc = record["accuracy"] = evaluate_model(net, tokenizer, task, test, style, cfg)
+                acc = record["accuracy"] = sample.held_out_accuracy(
+                    net, tokenizer, task, test, style=style, gen_length=cfg.gen_length, steps=cfg.diffusion_steps,
+                    block_length=cfg.block_length)
                 write(f"step {step:5d} | held-out accuracy {acc:.2%} ({len(test)} examples)")
                 if rank == 0:
                     model_lib.save(net, out, tokenizer)
