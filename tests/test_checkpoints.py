@@ -12,16 +12,9 @@ import grpo_worker
 import model
 import sft
 import tasks
+from conftest import read_log
 
-TINY = model.ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64, max_seq_len=64)
 LOGGED = ("loss", "unscaled", "reward", "reward_std", "kl", "clip_frac", "answer_len", "zero_std_groups", "accuracy")
-
-
-@pytest.fixture
-def tiny_folder(tmp_path):
-    path = tmp_path / "tiny"
-    model.save(model.build(TINY, seed=0), path)
-    return path
 
 
 def sft_args(folder, out, *more):
@@ -33,10 +26,6 @@ def grpo_args(folder, out, *more):
     return ["--model", str(folder), "--task", "even", "--n_train", "26", "--n_eval", "4", "--prompts_per_step", "2",
             "--num_generations", "4", "--mu", "2", "--diffusion_steps", "8", "--temperature", "1.0",
             "--eval_every", "0", "--device", "cpu", "--out", str(out), *more]
-
-
-def log(folder):
-    return [json.loads(line) for line in open(folder / "log.jsonl")]
 
 
 def assert_same_logs(a, b):
@@ -70,10 +59,10 @@ def test_sft_ctrl_c_then_resume_equals_an_uninterrupted_run(tiny_folder, tmp_pat
     assert e.value.code == 130
     assert "stopped by Ctrl-C after step 3; checkpoint in" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "cut").glob("checkpoint-*")] == ["checkpoint-000003"]
-    assert [r["step"] for r in log(tmp_path / "cut")] == [1, 2, 3]
+    assert [r["step"] for r in read_log(tmp_path / "cut")] == [1, 2, 3]
     torch.manual_seed(1)  # the checkpoint brings back torch's RNG too
     sft.main(sft_args(tiny_folder, tmp_path / "cut", *lora, "--resume"))
-    assert_same_logs(log(tmp_path / "whole"), log(tmp_path / "cut"))
+    assert_same_logs(read_log(tmp_path / "whole"), read_log(tmp_path / "cut"))
     for name in ("model.safetensors", "checkpoint-000006/trainable.safetensors"):
         a, b = (load_file(str(tmp_path / run / name)) for run in ("whole", "cut"))
         assert all(torch.equal(a[k], b[k]) for k in a)
@@ -91,7 +80,7 @@ def test_diffu_grpo_ctrl_c_then_resume_equals_an_uninterrupted_run(tiny_folder, 
             dg.main(grpo_args(tiny_folder, tmp_path / "cut", *steps))
     assert model.latest_checkpoint(tmp_path / "cut").name == "checkpoint-000002"
     dg.main(grpo_args(tiny_folder, tmp_path / "cut", *steps, "--resume"))
-    whole, cut = log(tmp_path / "whole"), log(tmp_path / "cut")
+    whole, cut = read_log(tmp_path / "whole"), read_log(tmp_path / "cut")
     assert_same_logs(whole, cut)
     assert whole[-1]["kl"] > 0 and len({r["reward"] for r in whole}) > 1  # the policy moved, rollouts differ
 
@@ -112,7 +101,7 @@ def test_a_kill_during_a_save_keeps_the_previous_checkpoint(tiny_folder, tmp_pat
     assert (out / "checkpoint-000004.tmp").is_dir()  # the unfinished save
     assert model.latest_checkpoint(out).name == "checkpoint-000002"
     sft.main(sft_args(tiny_folder, out, "--steps", "6", "--save_every", "2", "--resume"))
-    assert [r["step"] for r in log(out)] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4, 5, 6]
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-000006"]  # older ones and the .tmp removed
 
 

@@ -1,6 +1,5 @@
 """torchrun on CPU (gloo, 2 processes): a step over the processes' shares equals one process's step
 over the whole batch, for masked SFT and for diffu-GRPO (given the same rollouts)."""
-import json
 import os
 import subprocess
 import sys
@@ -14,16 +13,9 @@ import grpo_worker
 import model
 import sft
 import tasks
+from conftest import read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = model.ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64, max_seq_len=64)
-
-
-@pytest.fixture
-def tiny_folder(tmp_path):
-    path = tmp_path / "tiny"
-    model.save(model.build(TINY, seed=0), path)
-    return path
 
 
 def torchrun(script, args):
@@ -31,10 +23,6 @@ def torchrun(script, args):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script, *args]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-
-
-def log(folder):
-    return [json.loads(line) for line in open(folder / "log.jsonl")]
 
 
 def assert_same_weights(a, b, start):
@@ -56,7 +44,7 @@ def test_sft_on_two_processes_equals_one(tiny_folder, tmp_path):
             "--batch_size", "7", "--eval_every", "0", "--log_every", "1", "--device", "cpu"]  # 7 rows: shares 3 and 4
     torchrun("sft.py", args + ["--out", str(tmp_path / "two")])
     sft.main(args + ["--out", str(tmp_path / "one")])
-    one, two = log(tmp_path / "one"), log(tmp_path / "two")
+    one, two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
     assert [r["step"] for r in two] == [1, 2, 3]
     for a, b in zip(one, two):
         for key in ("loss", "unscaled"):
@@ -73,7 +61,7 @@ def test_diffu_grpo_on_two_processes_equals_one_on_the_same_rollouts(tiny_folder
     monkeypatch.setitem(tasks.TASKS, "even", grpo_worker.EvenTask())
     monkeypatch.setattr(dg, "rollout", grpo_worker.rollout_by_prompt)
     dg.main(args + ["--out", str(tmp_path / "one")])
-    one, two = log(tmp_path / "one"), log(tmp_path / "two")
+    one, two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
     assert [r["step"] for r in two] == [1, 2]
     for a, b in zip(one, two):
         assert a["reward"] == b["reward"] and a["answer_len"] == b["answer_len"]  # the same rollouts
