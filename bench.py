@@ -150,25 +150,20 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def matmul_peak(device, n=2048, repeats=5):
-    """FLOP/s of a large float32 matmul on this device (median of repeats)."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    times = []
-    for _ in range(repeats + 1):
-        sync(device)
-        t = time.perf_counter()
-        a @ b
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(times[1:])
-
-
 def run_once(fn, device):
+    """(seconds, result) of one call of fn, the device synchronised before and after."""
     sync(device)
     t = time.perf_counter()
     out = fn()
     sync(device)
     return time.perf_counter() - t, out
+
+
+def matmul_peak(device, n=2048, repeats=5):
+    """FLOP/s of a large float32 matmul on this device (median of repeats, after one warm-up)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    times = [run_once(lambda: a @ b, device)[0] for _ in range(repeats + 1)]
+    return 2 * n ** 3 / statistics.median(times[1:])
 
 
 def peak_memory(fn, device):
@@ -253,7 +248,7 @@ def bench_sampler(cfg, device, repeats, batch=8, prompt=32, gen_length=64, block
 
 # ----------------------------------------------------------------------------- 2. masked SFT
 
-def sft_batch(cfg, batch, device, seed=0):
+def sft_batch(batch, device, seed=0):
     """A batch of toy Sudoku rows (prompt 24 tokens, answer 16): ids (B, T) and prompt lengths (B,)."""
     tok = model_lib.byte_tokenizer()
     task = tasks.get_task("sudoku")
@@ -268,7 +263,7 @@ def bench_sft(cfg, device, repeats, batch=64):
     net = model_lib.build(cfg, device=device).train()
     base = FullLogits(net)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    ids, prompt_len = sft_batch(cfg, batch, device)
+    ids, prompt_len = sft_batch(batch, device)
 
     def step(m, seed):
         loss, _, n = sft.sft_loss(m, ids, prompt_len, cfg.mask_id, generator=torch.Generator().manual_seed(seed))
@@ -299,8 +294,8 @@ def grpo_setup(cfg, device, prompts_per_step, num_generations, **rollout):
 class AnyVocabulary:
     """The byte tokenizer for a model whose vocabulary is larger: ids beyond it decode as '?'."""
 
-    def __init__(self, vocab_size):
-        self.base, self.vocab_size = model_lib.byte_tokenizer(), vocab_size
+    def __init__(self):
+        self.base = model_lib.byte_tokenizer()
 
     def __getattr__(self, name):
         return getattr(self.base, name)
@@ -313,7 +308,7 @@ def bench_grpo(cfg, device, repeats, prompts_per_step=8, num_generations=4):
     """Seconds per outer step of diffu_grpo.train_step (toy Sudoku prompts, G answers of 16 tokens,
     mu 2): ours, the baseline (reference-style sampler, whole-sequence logits), and ours with
     Fast-dLLM rollouts. Each split into generation, log-probs and the updates."""
-    tok = AnyVocabulary(cfg.vocab_size)
+    tok = AnyVocabulary()
     out = {}
     for name, rollout, baseline in (("ours", {}, False), ("baseline", {}, True), ("ours_fast", FAST, False)):
         net, ref, gcfg, task, examples = grpo_setup(cfg, device, prompts_per_step, num_generations, **rollout)
@@ -338,6 +333,7 @@ def bench_grpo(cfg, device, repeats, prompts_per_step=8, num_generations=4):
 
 # ----------------------------------------------------------------------------- 4. Fast-dLLM accuracy
 
+EVAL_BATCH = 128  # answers generated together
 DECODERS = {  # the tasks' sampler: 16-token answers in one block of 16 steps
     "exact (LLaDA)": {},
     "threshold 0.9": dict(threshold=0.9),
@@ -385,12 +381,12 @@ def bench_accuracy(device, n_eval, folder):
             seen, handle = count_forward(net)
             t = time.perf_counter()
             acc, _ = sample.evaluate(net, tok, task, test, style="toy", gen_length=16, steps=16,
-                                     batch_size=128, **{"block_length": 16, **kw})
+                                     batch_size=EVAL_BATCH, **{"block_length": 16, **kw})
             elapsed = time.perf_counter() - t
             handle.remove()
             positions[decoder] = sum(seen)
             passes = 16 * sum(seen) / positions["exact (LLaDA)"]  # the exact sampler makes 16 full passes
-            out[(name, decoder)] = dict(accuracy=acc, passes=passes, calls=len(seen) / -(-n_eval // 128),
+            out[(name, decoder)] = dict(accuracy=acc, passes=passes, calls=len(seen) / -(-n_eval // EVAL_BATCH),
                                         s_per_answer=elapsed / n_eval)
     return out
 
@@ -426,7 +422,7 @@ def print_preset(name, cfg, r, peak):
 
 def print_accuracy(acc, n_eval):
     print(f"\nFast-dLLM decoding on the toy tasks ({n_eval} held-out examples each, 16-token answers, 16 steps, "
-          f"batches of 128):")
+          f"batches of {EVAL_BATCH}):")
     for (task, decoder), r in acc.items():
         exact = acc[(task, "exact (LLaDA)")]
         change = 100 * (r["accuracy"] - exact["accuracy"])
