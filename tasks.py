@@ -18,7 +18,8 @@ Interface: TASKS / get_task(name) -> a task with
     load(path, split)              Examples from a local file (or folder); `download` knows the source
     generate(n, seed, split)       Sudoku and Countdown only: seeded, reproducible
     prompt(ex, style), target(ex, style)
-    reward_funcs(style), max_reward(style)    named f(completion, example) -> float
+    reward_funcs(style, d1_quirks=True), max_reward(style)
+                                   the rewards: named methods f(completion, example) -> float
     score(generation, truth, corrected=False, question=None, style="chat") -> (score, extracted)
     score_rows(rows, corrected)   (accuracy %, per-row results) for d1's generation files;
                                    Sudoku.cells() gives d1's per-item correct/empty counts
@@ -32,6 +33,11 @@ Prompt styles
                "sudoku 3102200002100320\\n" -> "3142243142131324"
                "countdown 30 100 93 -> 23\\n" -> "30-100+93"
                "gsm8k <question>\\n" -> "72"          "math <problem>\\n" -> "\\frac{1}{2}"
+
+Layout: prompts and Example; Task and the four task classes (each docstring gives the data source,
+the rewards with their values and d1's scoring); TASKS; then, below a divider, the d1-compatible
+parsers that the tasks call (linear-time forms of d1's regexes, MATH normalisation, safe
+arithmetic, Sudoku grids); then the CLI.
 
 d1 quirks kept (comments mark them): GSM8K takes the first \\boxed{} holding a number, reads
 "1,000" as 1 and drops the sign of negative ground truths; its format regexes lack re.DOTALL,
@@ -80,7 +86,6 @@ from pathlib import Path
 
 # ----------------------------------------------------------------------------- prompts (d1 code)
 XML_SYSTEM_PROMPT = "\nRespond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>\n"
-SYSTEM_PROMPT = XML_SYSTEM_PROMPT  # d1's name for it (diffu-grpo/data_utils.py)
 _XML_EXAMPLE = ("Respond in the following format:\n<reasoning>\nYour reasoning here\n</reasoning>\n"
                 "<answer>\n\\boxed{...}\n</answer>")
 _MATH_EXPERT = ("You are a math expert. You will be given a question to solve. Solve it step by step. "
@@ -115,6 +120,611 @@ class Example:
     puzzle: str | None = None  # Sudoku, '0' = blank
     solution: str | None = None  # Sudoku
     expression: str | None = None  # Countdown: a known solving expression (generator)
+
+
+# ----------------------------------------------------------------------------- the tasks (d1 Sec. 4)
+def _reward(max_value, min_value=0.0):
+    """Tag a reward method with its range (the fuzz tests check it). Used in the class bodies below,
+    so it must stay above them."""
+    def tag(f):
+        f.max_value, f.min_value = max_value, min_value
+        return f
+    return tag
+
+
+def _decoded(completion):
+    """A completion as d1's rewards see it: LLaDA's special tokens dropped (skip_special_tokens=True)."""
+    return _SPECIAL.sub("", completion)
+
+
+def _toy_line(completion):
+    """The answer of a toy completion: its first line, special tokens dropped."""
+    return _decoded(completion).partition("\n")[0].strip()
+
+
+def _xml(reasoning, answer):
+    return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{answer}\n</answer>"
+
+
+def _attempts(n):
+    """Draws for a generator of n distinct items; raises instead of looping forever."""
+    yield from range(1000 * n + 100_000)  # the caller returns once it has n (Countdown test: ~1 in 100)
+    raise ValueError(f"could not draw {n} distinct examples; ask for fewer")
+
+
+class Task:
+    """Shared plumbing; subclasses define data rows, prompts, rewards and the d1 scorer.
+
+    A reward is a method f(completion, example) -> float tagged with its range by _reward; the chat
+    styles use d1's rewards, listed by name in `chat_rewards`, the toy style `toy_reward`. d1_quirks
+    (True for TASKS) keeps d1's two reward bugs; False fixes them (departure 5 above)."""
+    name = toy_tag = ""
+    files = {}  # split -> file name in a data folder
+    sources = {}  # split -> public URL of that file
+    eval_prompt = ""
+    chat_rewards = ()  # names of d1's reward methods, in d1's order
+
+    def __init__(self, d1_quirks=True):
+        self.d1_quirks = d1_quirks
+
+    # --- data
+    def load(self, path, split="test"):
+        """Examples from a local file (or a folder holding `files[split]`); errors name the line."""
+        path = Path(path)
+        if path.is_dir():
+            if split not in self.files:
+                raise ValueError(f"{self.name}: no {split!r} split; known: {sorted(self.files)}")
+            path = path / self.files[split]
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.name}: no data file at {path} (tasks.download fetches it)")
+        examples = []
+        for lineno, row in self._rows(path):
+            try:
+                ex = self._example(row)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+                raise ValueError(f"{path}:{lineno}: malformed {self.name} row ({e!r})") from None
+            if ex is not None:
+                examples.append(ex)
+        if not examples:
+            raise ValueError(f"{path}: empty file, no {self.name} examples")
+        return examples
+
+    def _rows(self, path):  # JSON Lines; Sudoku overrides for CSV
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield lineno, json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+
+    def download(self, split, dest):
+        """Fetch the public copy of a split into folder `dest` (needs internet; not used by tests)."""
+        if split not in self.sources:
+            raise ValueError(f"{self.name}: no public source for {split!r}; known: {sorted(self.sources)}")
+        out = Path(dest) / self.files[split]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(self.sources[split], timeout=60) as r:
+            out.write_bytes(r.read())
+        return out
+
+    # --- prompts and targets
+    def prompt(self, ex, style="chat"):
+        if style == "chat":
+            return self._chat(ex)
+        if style == "chat_eval":  # d1 eval: system prompt + "\n\n" + question, then EVAL_PREFILL
+            return self.eval_prompt + "\n\n" + ex.question
+        if style == "toy":
+            return self._toy(ex)
+        raise ValueError(f"unknown prompt style {style!r}; known: chat, chat_eval, toy")
+
+    def target(self, ex, style="chat"):
+        """Reference answer text for SFT: the worked solution in d1's XML format, or the toy answer."""
+        if style == "toy":
+            return self._toy_target(ex)
+        if style in ("chat", "chat_eval"):
+            return self._chat_target(ex)
+        raise ValueError(f"unknown style {style!r}")
+
+    def _toy(self, ex):
+        return f"{self.toy_tag} {ex.question}\n"
+
+    def _toy_target(self, ex):
+        return ex.answer
+
+    def _chat_target(self, ex):
+        return _xml(ex.rationale or "", ex.answer)
+
+    # --- rewards
+    def reward_funcs(self, style="chat", d1_quirks=True):
+        """Named rewards f(completion, example) -> float, summed by diffu-GRPO: for the chat styles
+        d1's own, bound to a task with the asked-for d1_quirks; for the toy style toy_reward."""
+        if not style.startswith("chat"):
+            return [self.toy_reward]
+        task = self if self.d1_quirks == d1_quirks else type(self)(d1_quirks=d1_quirks)
+        return [getattr(task, name) for name in task.chat_rewards]
+
+    def max_reward(self, style="chat"):
+        """Sum of the rewards' maxima (d1's nominal 4.0 for GSM8K, 3.0 for MATH). With d1's quirks
+        the reachable maxima are 3.5 (soft and strict format exclude each other) and 2.75."""
+        return sum(f.max_value for f in self.reward_funcs(style))
+
+    # --- evaluation
+    def score(self, generation, truth, corrected=False, question=None, style="chat"):
+        """(score, extracted answer): d1's verdict (eval/parse_and_get_acc.py) on a chat-style answer;
+        `truth` is an Example or the ground truth as in d1's files. style="toy" scores a toy answer
+        (its first line) against an Example: 1.0 or 0.0, Sudoku the fraction of blanks right."""
+        if style == "toy":
+            return self._toy_score(generation, truth), _toy_line(generation)
+        return self._d1_score(generation, truth, corrected, question)
+
+    def _toy_score(self, generation, ex):
+        return self.toy_reward(generation, ex)
+
+    def score_rows(self, rows, corrected=False):
+        """Score rows with question/generation/ground_truth; returns (accuracy %, per-row dicts)."""
+        out = [dict(zip(("score", "extracted"), self.score(r["generation"], r["ground_truth"], corrected,
+                                                           r.get("question")))) for r in rows]
+        return 100.0 * sum(o["score"] for o in out) / max(len(out), 1), out
+
+
+class GSM8K(Task):
+    """GSM8K: grade-school maths word problems with a whole-number answer (d1 Sec. 4).
+
+    Data: OpenAI's GSM8K train and test files (`sources`). The answer is the text after '####'
+    (d1's ground truth), the rationale the worked solution without its <<calculator>> notes.
+    Rewards (d1's diffu-grpo/reward_func.py; nominal maximum 4.0):
+      xmlcount_reward        0.125 for each of the four tags with its newlines, less 0.001 per
+                             character after </answer>, charged twice (can go negative)    max 0.5
+      soft_format_reward     0.5 for "<reasoning>...</reasoning> <answer>...</answer>"           0.5
+      strict_format_reward   0.5 for exactly XML_SYSTEM_PROMPT's line layout                     0.5
+      int_reward             0.5 if the last <answer>'s text is all digits                       0.5
+      correctness_reward     2.0 if that text equals the '####' answer as a string               2.0
+    d1 quirk (d1_quirks=True): both format regexes lack re.DOTALL, so the soft format never matches
+    a multi-line reasoning, the two exclude each other, and 3.5 is the most a completion gets.
+    Scoring (eval/gsm8k.py, parse_and_get_acc.py): the first \\boxed{} that holds a number, else the
+    last number in the first <answer>, compared as a float with the '####' answer. d1 quirks kept:
+    "1,000" reads as 1 and negative ground truths never match; corrected=True fixes both.
+    toy_reward: 1.0 if the first line is the answer.
+    """
+    name, toy_tag, eval_prompt = "gsm8k", "gsm8k", GSM_EVAL_PROMPT
+    files = {"train": "train.jsonl", "test": "test.jsonl"}
+    _gh = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/"
+    sources = {"train": _gh + "train.jsonl", "test": _gh + "test.jsonl"}
+    chat_rewards = ("xmlcount_reward", "soft_format_reward", "strict_format_reward", "int_reward",
+                    "correctness_reward")
+
+    def _example(self, row):
+        parts = row["answer"].split("####")
+        if len(parts) < 2:
+            raise ValueError("answer has no '####' line")
+        rationale = re.sub(r"<<[^>]*>>", "", parts[0]).strip()  # drop calculator annotations
+        return Example(question=row["question"], answer=parts[1].strip(), rationale=rationale)  # d1's hash answer
+
+    def _chat(self, ex):
+        return XML_SYSTEM_PROMPT + "\n\n" + ex.question
+
+    # --- rewards
+    @_reward(0.5, min_value=float("-inf"))
+    def xmlcount_reward(self, completion, ex):
+        return _count_xml(_decoded(completion))
+
+    @_reward(0.5)
+    def soft_format_reward(self, completion, ex):
+        # d1 quirk: no re.DOTALL, so multi-line reasoning never matches
+        return 0.5 if _soft_format(_decoded(completion), dotall=not self.d1_quirks) else 0.0
+
+    @_reward(0.5)
+    def strict_format_reward(self, completion, ex):
+        return 0.5 if _strict_format(_decoded(completion), dotall=not self.d1_quirks) else 0.0  # d1 quirk, as above
+
+    @_reward(0.5)
+    def int_reward(self, completion, ex):
+        return 0.5 if _xml_answer(_decoded(completion)).isdigit() else 0.0
+
+    @_reward(2.0)
+    def correctness_reward(self, completion, ex):  # exact string match with the '####' answer
+        return 2.0 if _xml_answer(_decoded(completion)) == ex.answer else 0.0
+
+    @_reward(1.0)
+    def toy_reward(self, completion, ex):
+        return 1.0 if _toy_line(completion) == ex.answer else 0.0
+
+    # --- d1's scorer
+    @staticmethod
+    def truth(gt, corrected=False):
+        """d1's float ground truth; its regex has no minus sign, so negative answers become None."""
+        if gt is None or isinstance(gt, (int, float)):
+            return None if gt is None else float(gt)
+        m = re.search(r"####\s*\$?(-?[\d,]+(?:\.\d+)?)" if corrected else r"####\s*\$?([\d,]+(?:\.\d+)?)", "####" + gt)
+        return float(m.group(1).replace(",", "")) if m else None
+
+    @staticmethod
+    def _number(text, last, corrected):
+        text = text.replace(",", "") if corrected else text  # d1 reads "1,000" as 1
+        try:
+            return float(text)
+        except ValueError:
+            nums = _NUMBER.findall(text)
+            return float(nums[-1 if last else 0]) if nums else None
+
+    def extract(self, generation, corrected=False):
+        """d1: the first \\boxed{} holding a number, else the last number in the first <answer>."""
+        s, pos, close, nl = generation, 0, -1, -1
+        while (i := s.find("\\boxed{", pos)) >= 0:  # = re.findall(r"\\boxed{(.*?)}", s), linear
+            start = i + 7
+            close = close if close >= start else _find(s, "}", start)
+            if close == len(s):
+                break
+            nl = nl if nl >= start else _find(s, "\n", start)
+            if nl < close:  # no DOTALL: the match cannot cross a newline
+                pos = nl + 1
+                continue
+            pos, content = close + 1, s[start:close].strip()
+            if content and content.strip(".") and (value := self._number(content, False, corrected)) is not None:
+                return value
+        text = _first_between(s, "<answer>", ("</answer>",))
+        return self._number(text.strip(), True, corrected) if text and text.strip() else None
+
+    def _d1_score(self, generation, truth, corrected, question):
+        gt = self.truth(truth.answer if isinstance(truth, Example) else truth, corrected)
+        parsed = self.extract(generation, corrected)
+        return (1.0 if parsed is not None and parsed == gt else 0.0), parsed
+
+
+class MATH500(Task):
+    """MATH500: competition mathematics with LaTeX answers (d1 Sec. 4), the 500-problem test subset of
+    Hendrycks et al.'s MATH published as HuggingFaceH4/MATH-500 (`sources`).
+
+    Rewards (d1's diffu-grpo/reward_func.py and math500_utils.py; nominal maximum 3.0):
+      correctness_reward_math               2.0 if the completion's last \\boxed{} is equivalent
+                                            (Hendrycks' normalisation, is_equiv) to the last
+                                            \\boxed{} of the worked solution; a side with none
+                                            counts whole                                    max 2.0
+      boxed_and_answer_tags_format_reward   0.5 for an <answer> tag, plus 0.5 if "\\boxed" is in
+                                            its text (in the whole completion without a tag),
+                                            else 0.25                                           1.0
+    d1 quirk (d1_quirks=True): the format reward looks for "\\b" + "oxed" with \\b a backspace, so
+    it finds nothing and gives at most 0.75; 2.75 is the most a completion gets.
+    Scoring (eval/math500.py, parse_and_get_acc.py, parser_helper.py): the last \\boxed{} (when it
+    is empty or unclosed, the first <answer>), is_equiv to the answer. d1 quirk kept: with nothing
+    boxed the whole generation is compared. There is no corrected variant.
+    toy_reward: 1.0 if the first line is equivalent to the answer.
+    """
+    name, toy_tag, eval_prompt = "math500", "math", MATH_EVAL_PROMPT
+    files = {"test": "test.jsonl"}
+    sources = {"test": "https://huggingface.co/datasets/HuggingFaceH4/MATH-500/resolve/main/test.jsonl"}
+    chat_rewards = ("correctness_reward_math", "boxed_and_answer_tags_format_reward")
+
+    def _example(self, row):
+        return Example(question=row["problem"], answer=str(row["answer"]), rationale=row.get("solution"))
+
+    def _chat(self, ex):
+        return f"{XML_SYSTEM_PROMPT}\n\n{_MATH_EXPERT} \n\n{ex.question}"
+
+    def _chat_target(self, ex):
+        return _xml(ex.rationale or "", f"\\boxed{{{ex.answer}}}")
+
+    # --- rewards
+    @staticmethod
+    def _boxed_or_all(s):
+        try:
+            return remove_boxed(last_boxed_only_string(s))
+        except Exception:
+            return s
+
+    @_reward(2.0)
+    def correctness_reward_math(self, completion, ex):  # last \boxed{} of completion vs of the solution
+        ref = self._boxed_or_all(ex.rationale or ex.answer)
+        return 2.0 if is_equiv(self._boxed_or_all(_decoded(completion)), ref) else 0.0
+
+    @_reward(1.0)
+    def boxed_and_answer_tags_format_reward(self, completion, ex):
+        boxed = "\boxed" if self.d1_quirks else "\\boxed"  # d1 quirk: "\b" is a backspace, so never found
+        s = _decoded(completion)
+        has_tag = "<answer>" in s  # d1 takes the text of the first <answer> when there is one
+        part = s.split("<answer>", 2)[1].partition("</answer>")[0] if has_tag else s  # up to a 2nd <answer>
+        return 0.5 * ((1.0 if has_tag else 0.0) + (1.0 if boxed in part else 0.5))
+
+    @_reward(1.0)
+    def toy_reward(self, completion, ex):
+        return 1.0 if is_equiv(_toy_line(completion), ex.answer) else 0.0
+
+    # --- d1's scorer
+    def _d1_score(self, generation, truth, corrected, question):
+        gt = truth.answer if isinstance(truth, Example) else truth
+        try:
+            parsed = remove_boxed(last_boxed_only_string(generation))
+        except Exception:
+            parsed = None
+        if not parsed:  # nothing boxed (or empty): the first <answer> tag, if any
+            tag = _first_between(generation, "<answer>", ("</answer>",))
+            parsed = tag.strip() if tag is not None else parsed
+        return (1.0 if parsed is not None and is_equiv(parsed, gt) else 0.0), parsed
+
+
+class Countdown(Task):
+    """Countdown: an expression over three numbers, each used once, with + - * / that equals a
+    target (d1 Sec. 4).
+
+    Data: d1's 256-item test file (dataset/countdown_cd3_test.jsonl: "30,100,93" -> "23"). d1 trains
+    on the three-number rows of TinyZero's Countdown data, which `load` also reads; `generate`
+    draws seeded TinyZero-style instances instead (departure 6).
+    Reward (d1's diffu-grpo/reward_func.py, after TinyZero's compute_score):
+      countdown_reward   on the last <answer>: 1.0 if it uses each number once and its value is
+                         within 1e-5 of the target, 0.1 for any other answer, 0.0 without one  max 1.0
+    Scoring (eval/countdown.py, parse_and_get_acc.py): the last \\boxed{} (an unclosed one: the
+    first <answer>), LaTeX operators mapped, and the left side of an "= number" if there is one;
+    correct if it uses each number once and reaches the target. d1 quirks kept: with nothing boxed
+    the whole generation is read, and ** // and decimals are accepted (corrected=True allows only
+    + - * / on integers).
+    toy_reward: 1.0 for a correct expression, 0.1 for any other + - * / expression.
+    """
+    name, eval_prompt = "countdown", COUNTDOWN_EVAL_PROMPT
+    files = {"train": "train.jsonl", "test": "test.jsonl"}
+    sources = {"test": "https://raw.githubusercontent.com/dllm-reasoning/d1/main/dataset/countdown_cd3_test.jsonl"}
+    chat_rewards = ("countdown_reward",)
+
+    @staticmethod
+    def make(nums, target, expression=None):
+        nums, target = [int(n) for n in nums], int(target)
+        return Example(question=f"Numbers: {nums}\nTarget: {target}", answer=[nums, target], nums=nums,
+                       target=target, expression=expression)
+
+    def _example(self, row):
+        if "input" in row:  # d1's test file: {"input": "30,100,93", "output": "23"}
+            return self.make(row["input"].split(","), row["output"])
+        nums = row["nums"]  # TinyZero: {"target": 98, "nums": [44, 19, 35]}; d1 keeps 3-number rows
+        return self.make(nums, row["target"]) if len(nums) == 3 else None
+
+    def generate(self, n, seed, split="train"):
+        """n instances: 3 numbers in 1..100 and a target in 1..100 reached by a random expression whose
+        steps are positive integers (TinyZero-style). A hash of (numbers, target) puts 1 in 10 in test."""
+        rng, out, seen = random.Random(seed), [], set()
+        for _ in _attempts(n):
+            if len(out) == n:
+                return out
+            a, b, c = nums = [rng.randint(1, 100) for _ in range(3)]
+            o1, o2 = rng.choice("+-*/"), rng.choice("+-*/")
+            if rng.random() < 0.5:  # (a o1 b) o2 c
+                x = _ARITH[o1](Fraction(a), b)
+                t = _ARITH[o2](x, c)
+            else:  # a o1 (b o2 c)
+                x = _ARITH[o2](Fraction(b), c)
+                t = _ARITH[o1](Fraction(a), x) if x else Fraction(0)
+            if not (x > 0 and x.denominator == 1 and 0 < t <= 100 and t.denominator == 1):
+                continue
+            key = (tuple(sorted(nums)), int(t))
+            if key not in seen and (zlib.crc32(repr(key).encode()) % 10 == 0) == (split == "test"):
+                seen.add(key)
+                out.append(self.make(nums, int(t), countdown_solve(nums, int(t))))
+
+    def _chat(self, ex):
+        return (f"{XML_SYSTEM_PROMPT}\nUsing only the numbers {ex.nums}, create an arithmetic expression that "
+                f"evaluates to exactly {ex.target}. You must use all numbers from the list, and each number must be "
+                "used exactly once. You may use the operations +, -, *, and / as needed. After reasoning, provide "
+                "only your final expression inside <answer></answer> tags without including an equals sign or the "
+                "target number. For example, if the numbers are [2, 3, 4] and the target is 5, a valid answer is: "
+                "<answer>\n2*4-3\n</answer>")
+
+    def _toy(self, ex):
+        return f"countdown {' '.join(map(str, ex.nums))} -> {ex.target}\n"
+
+    def _toy_target(self, ex):
+        expr = ex.expression or countdown_solve(ex.nums, ex.target)
+        if expr is None:
+            raise ValueError(f"no expression over {ex.nums} reaches {ex.target}")
+        return expr
+
+    def _chat_target(self, ex):
+        expr = self._toy_target(ex)
+        return _xml(f"{expr} = {ex.target}", expr)
+
+    # --- rewards
+    @_reward(1.0)
+    def countdown_reward(self, completion, ex):  # TinyZero's compute_score on the last <answer>
+        tags = _answer_tags(_decoded(completion))
+        if not tags:
+            return 0.0
+        expr = tags[-1].strip()
+        if not _uses_numbers(expr, ex.nums):
+            return 0.1
+        return 1.0 if _hits(safe_eval(expr), ex.target) else 0.1
+
+    @_reward(1.0)
+    def toy_reward(self, completion, ex):
+        """1.0 for a correct expression using each number once, 0.1 for any other + - * / expression."""
+        expr = _toy_line(completion)
+        if not expr or not _D1_CHARS.fullmatch(expr):
+            return 0.0
+        try:
+            tree = ast.parse(expr, mode="eval")
+        except Exception:
+            return 0.0
+        allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.UAdd, ast.USub, *_OPS)
+        if not all(isinstance(n, allowed) and (not isinstance(n, ast.Constant) or type(n.value) is int)
+                   for n in ast.walk(tree)):
+            return 0.0
+        return 1.0 if _uses_numbers(expr, ex.nums) and _hits(safe_eval(expr, strict=True), ex.target) else 0.1
+
+    # --- d1's scorer
+    def extract(self, generation):
+        """d1: the last \\boxed{} (the first <answer> if it is unclosed, everything if there is none),
+        LaTeX operators mapped, and the left side of an '= number' if there is one."""
+        try:
+            eq = remove_boxed(last_boxed_only_string(generation))
+        except Exception:  # an unclosed \boxed{
+            tag = _first_between(generation, "<answer>", ("</answer>",))
+            eq = tag.strip() if tag is not None else generation
+        eq = eq.replace("\\div", "/").replace("\\times", "*").replace("\\cdot", "*")
+        lhs = _equation_lhs(eq)
+        return eq if lhs is None else lhs
+
+    def _toy_score(self, generation, ex):
+        return 1.0 if self.toy_reward(generation, ex) == 1.0 else 0.0
+
+    def _d1_score(self, generation, truth, corrected, question):
+        nums, target = (truth.nums, truth.target) if isinstance(truth, Example) else truth
+        eq = self.extract(generation)
+        ok = _uses_numbers(eq, nums) and _hits(safe_eval(eq, strict=corrected), target)
+        return (1.0 if ok else 0.0), eq
+
+
+class Sudoku(Task):
+    """4x4 Sudoku: fill the blanks ('0') of a 16-digit puzzle so that every row, column and 2x2 box
+    holds 1-4 once (d1 Sec. 4).
+
+    Data: d1's test file (dataset/4x4_test_sudoku.csv: Puzzle,Solution, 500 rows). d1's training
+    puzzles are not public in usable form, so `generate` draws seeded puzzles with a unique solution,
+    holding out every 6th of the 288 valid grids for test (departure 6).
+    Reward (d1's diffu-grpo/reward_func.py):
+      sudoku_reward   the digits of the last <answer>, padded or cut to 16: the fraction of the
+                      puzzle's blanks filled as in the solution                              max 1.0
+    Scoring (eval/sudoku.py, parse_and_get_acc.py): the first of five extraction patterns, padded or
+    cut to 16 digits; d1 reports cell accuracy, right blanks over all blanks of all items (cells(),
+    score_rows). d1 lists one solution per puzzle though 124 of the 500 test puzzles have several;
+    corrected=True scores against the valid solution that the answer matches best.
+    toy_reward: the fraction of blanks right in the first line's digits.
+    """
+    name, eval_prompt = "sudoku", SUDOKU_SYSTEM_PROMPT
+    files = {"test": "test.csv"}
+    sources = {"test": "https://raw.githubusercontent.com/dllm-reasoning/d1/main/dataset/4x4_test_sudoku.csv"}
+    chat_rewards = ("sudoku_reward",)
+
+    @staticmethod
+    def make(puzzle, solution):
+        if not re.fullmatch(r"[0-4]{16}", puzzle) or solution not in SUDOKU_GRIDS:
+            raise ValueError(f"not a 4x4 puzzle and solution: {puzzle!r}, {solution!r}")
+        if any(p not in "0" + s for p, s in zip(puzzle, solution)):
+            raise ValueError(f"solution {solution} contradicts puzzle {puzzle}")
+        return Example(question=f"Solve the following Sudoku puzzle: {puzzle}\n", answer=solution,
+                       puzzle=puzzle, solution=solution)
+
+    def _rows(self, path):
+        with open(path, encoding="utf-8", newline="") as f:  # csv keeps strings: leading zeros survive
+            reader = csv.DictReader(f)
+            if reader.fieldnames is not None and reader.fieldnames[:2] != ["Puzzle", "Solution"]:
+                raise ValueError(f"{path}:1: header must be 'Puzzle,Solution', got {reader.fieldnames}")
+            for row in reader:
+                yield reader.line_num, row
+
+    def _example(self, row):
+        return self.make(row["Puzzle"], row["Solution"])
+
+    def generate(self, n, seed, split="train", blanks=8):
+        """n distinct puzzles with `blanks` empty cells and a unique solution, from the split's grids."""
+        rng, out, seen = random.Random(seed), [], set()
+        grids = [g for g in SUDOKU_GRIDS if (g in SUDOKU_TEST_GRIDS) == (split == "test")]
+        for _ in _attempts(n):
+            if len(out) == n:
+                return out
+            grid, cells = rng.choice(grids), rng.sample(range(16), 16)
+            puzzle = list(grid)
+            for c in cells:  # blank cells while the solution stays unique
+                if puzzle.count("0") == blanks:
+                    break
+                puzzle[c] = "0"
+                mask = _grids_mask(puzzle)
+                if mask & (mask - 1):  # more than one solution
+                    puzzle[c] = grid[c]
+            p = "".join(puzzle)
+            if p.count("0") == blanks and p not in seen:
+                seen.add(p)
+                out.append(self.make(p, grid))
+
+    def _chat(self, ex):
+        return f"{SUDOKU_SYSTEM_PROMPT}\n\n{ex.question}"
+
+    def _toy(self, ex):
+        return f"sudoku {ex.puzzle}\n"
+
+    def _chat_target(self, ex):
+        return _xml("Fill each empty cell so that every row, column and 2x2 box holds 1-4 once.", ex.solution)
+
+    # --- rewards
+    @staticmethod
+    def _cell_fraction(answer, ex):
+        if not answer:
+            return 0.0
+        answer, empty = _fit16(answer), [i for i in range(16) if ex.puzzle[i] == "0"]
+        return sum(answer[i] == ex.solution[i] for i in empty) / len(empty) if empty else 0.0
+
+    @_reward(1.0)
+    def sudoku_reward(self, completion, ex):  # digits of the last <answer>, fraction of blanks right
+        tags = _answer_tags(_decoded(completion))
+        return self._cell_fraction("".join(c for c in tags[-1].strip() if c.isdigit()), ex) if tags else 0.0
+
+    @_reward(1.0)
+    def toy_reward(self, completion, ex):
+        return self._cell_fraction("".join(c for c in _toy_line(completion) if c.isdigit()), ex)
+
+    # --- d1's scorer
+    @staticmethod
+    def puzzle_of(question):
+        """d1 reads the puzzle from the first 16 characters, else after 'Sudoku puzzle: '."""
+        if len(question) >= 16 and all(c.isdigit() for c in question[:16]):
+            return question[:16]
+        m = re.search(r"Sudoku puzzle: ([0-9]{16})", question)
+        if not m:
+            raise ValueError(f"no 16-digit Sudoku puzzle in question {question[:60]!r}")
+        return m.group(1)
+
+    def cells(self, generation, truth, corrected=False, question=None):
+        """(correct cells, empty cells, extracted answer) as d1 counts them; corrected=True scores
+        against the valid solution of the puzzle that the answer matches best."""
+        if isinstance(truth, Example):
+            puzzle, truth = truth.puzzle, truth.solution
+        else:
+            puzzle = self.puzzle_of(question or "")
+        empty = [i for i in range(16) if puzzle[i] == "0"]
+        answer = _sudoku_d1_answer(generation)
+        if not answer:
+            return 0, len(empty), ""
+        answer = _fit16(answer)
+        truths = sudoku_solutions(puzzle) if corrected else [truth]
+        return max(sum(answer[i] == t[i] for i in empty) for t in truths or [truth]), len(empty), answer
+
+    def _d1_score(self, generation, truth, corrected, question):
+        correct, empty, answer = self.cells(generation, truth, corrected, question)
+        return (correct / empty if empty else 0.0), answer
+
+    def score_rows(self, rows, corrected=False):
+        out = [dict(zip(("correct_cells", "empty_cells", "extracted"),
+                        self.cells(r["generation"], r["ground_truth"], corrected, r.get("question")))) for r in rows]
+        for o in out:
+            o["score"] = o["correct_cells"] / o["empty_cells"] if o["empty_cells"] else 0.0
+        cells = sum(o["empty_cells"] for o in out)
+        return 100.0 * sum(o["correct_cells"] for o in out) / max(cells, 1), out  # d1: cell accuracy
+
+
+TASKS = {t.name: t for t in (GSM8K(), MATH500(), Countdown(), Sudoku())}
+
+
+def examples(task, path, n, seed, split):
+    """A task's examples for training or evaluation: from a local file when a path is given, else n
+    from its seeded generator (Sudoku, Countdown); a clear error when neither gives any."""
+    if path:
+        out = task.load(path, split=split)
+    elif hasattr(task, "generate"):
+        out = task.generate(n, seed=seed, split=split)
+    else:
+        raise ValueError(f"task {task.name} has no generator: pass --data/--test_data (a {split} file)")
+    if not out:
+        raise ValueError(f"no {split} examples for task {task.name}")
+    return out
+
+
+def get_task(name):
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+# ============================================================================================
+# ---- d1-compatible parsers: the exact extraction and normalisation of d1's code, below the
+# ---- tasks that use them (linear-time forms of d1's regexes, MATH normalisation, safe
+# ---- arithmetic for Countdown, the 4x4 Sudoku grids and d1's Sudoku answer extraction)
+# ============================================================================================
 
 
 # ----------------------------------------------------------------------------- linear-time d1 regexes
@@ -290,11 +900,12 @@ def is_equiv(a, b):
         return a == b
 
 
-# ----------------------------------------------------------------------------- safe arithmetic (Countdown)
+# ----------------------------------------------------------------------------- Countdown arithmetic
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 _D1_OPS = {**_OPS, ast.FloorDiv: operator.floordiv, ast.Pow: None}
 _D1_CHARS = re.compile(r"[\d+\-*/().\s]+")
 MAX_POW_BITS = 10_000
+_ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}  # by symbol
 
 
 def _pow(a, b):
@@ -355,17 +966,16 @@ def _equation_lhs(s):
 def countdown_solve(nums, target):
     """A shortest-parenthesised expression over all of `nums` (each once) equal to target, or None."""
     prec = {"+": 1, "-": 1, "*": 2, "/": 2}
-    ops = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
     for a, b, c in itertools.permutations(nums):
         for o1, o2 in itertools.product("+-*/", repeat=2):
             try:  # (a o1 b) o2 c
-                if ops[o2](ops[o1](Fraction(a), b), c) == target:
+                if _ARITH[o2](_ARITH[o1](Fraction(a), b), c) == target:
                     left = f"{a}{o1}{b}"
                     return f"({left}){o2}{c}" if prec[o1] < prec[o2] else f"{left}{o2}{c}"
             except ZeroDivisionError:
                 pass
             try:  # a o1 (b o2 c)
-                if ops[o1](Fraction(a), ops[o2](Fraction(b), c)) == target:
+                if _ARITH[o1](Fraction(a), _ARITH[o2](Fraction(b), c)) == target:
                     flat = prec[o2] > prec[o1] or (prec[o2] == prec[o1] and o1 in "+*")
                     return f"{a}{o1}{b}{o2}{c}" if flat else f"{a}{o1}({b}{o2}{c})"
             except ZeroDivisionError:
@@ -373,7 +983,7 @@ def countdown_solve(nums, target):
     return None
 
 
-# ----------------------------------------------------------------------------- Sudoku grids
+# ----------------------------------------------------------------------------- Sudoku grids, d1's extraction
 def _all_grids():
     grids, cells = [], [0] * 16
 
@@ -450,521 +1060,6 @@ def _sudoku_d1_answer(s):
 
 def _fit16(answer):
     return (answer + "0" * 16)[:16]  # d1 pads short answers with 0 and truncates long ones
-
-
-# ----------------------------------------------------------------------------- tasks
-def _reward(max_value, min_value=0.0):
-    """Tag a reward function with its range (the fuzz tests check it)."""
-    def tag(f):
-        f.max_value, f.min_value = max_value, min_value
-        return f
-    return tag
-
-
-def _attempts(n):
-    """Draws for a generator of n distinct items; raises instead of looping forever."""
-    yield from range(1000 * n + 100_000)  # the caller returns once it has n (Countdown test: ~1 in 100)
-    raise ValueError(f"could not draw {n} distinct examples; ask for fewer")
-
-
-def _toy_line(completion):
-    """The answer of a toy completion: its first line, special tokens dropped."""
-    return _SPECIAL.sub("", completion).partition("\n")[0].strip()
-
-
-def _xml(reasoning, answer):
-    return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{answer}\n</answer>"
-
-
-class Task:
-    """Shared plumbing; subclasses define data rows, prompts, rewards and the d1 scorer."""
-    name = toy_tag = ""
-    files = {}  # split -> file name in a data folder
-    sources = {}  # split -> public URL of that file
-    eval_prompt = ""
-
-    # --- data
-    def load(self, path, split="test"):
-        """Examples from a local file (or a folder holding `files[split]`); errors name the line."""
-        path = Path(path)
-        if path.is_dir():
-            if split not in self.files:
-                raise ValueError(f"{self.name}: no {split!r} split; known: {sorted(self.files)}")
-            path = path / self.files[split]
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.name}: no data file at {path} (tasks.download fetches it)")
-        examples = []
-        for lineno, row in self._rows(path):
-            try:
-                ex = self._example(row)
-            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-                raise ValueError(f"{path}:{lineno}: malformed {self.name} row ({e!r})") from None
-            if ex is not None:
-                examples.append(ex)
-        if not examples:
-            raise ValueError(f"{path}: empty file, no {self.name} examples")
-        return examples
-
-    def _rows(self, path):  # JSON Lines; Sudoku overrides for CSV
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield lineno, json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-
-    def download(self, split, dest):
-        """Fetch the public copy of a split into folder `dest` (needs internet; not used by tests)."""
-        if split not in self.sources:
-            raise ValueError(f"{self.name}: no public source for {split!r}; known: {sorted(self.sources)}")
-        out = Path(dest) / self.files[split]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(self.sources[split], timeout=60) as r:
-            out.write_bytes(r.read())
-        return out
-
-    # --- prompts and targets
-    def prompt(self, ex, style="chat"):
-        if style == "chat":
-            return self._chat(ex)
-        if style == "chat_eval":  # d1 eval: system prompt + "\n\n" + question, then EVAL_PREFILL
-            return self.eval_prompt + "\n\n" + ex.question
-        if style == "toy":
-            return self._toy(ex)
-        raise ValueError(f"unknown prompt style {style!r}; known: chat, chat_eval, toy")
-
-    def target(self, ex, style="chat"):
-        """Reference answer text for SFT: the worked solution in d1's XML format, or the toy answer."""
-        if style == "toy":
-            return self._toy_target(ex)
-        if style in ("chat", "chat_eval"):
-            return self._chat_target(ex)
-        raise ValueError(f"unknown style {style!r}")
-
-    def _toy(self, ex):
-        return f"{self.toy_tag} {ex.question}\n"
-
-    def _toy_target(self, ex):
-        return ex.answer
-
-    def _chat_target(self, ex):
-        return _xml(ex.rationale or "", ex.answer)
-
-    # --- rewards
-    def reward_funcs(self, style="chat", d1_quirks=True):
-        """Named rewards f(completion, example) -> float, summed by diffu-GRPO; chat = d1's own."""
-        return self._chat_rewards(d1_quirks) if style.startswith("chat") else [self.toy_reward]
-
-    def max_reward(self, style="chat"):
-        """Sum of the rewards' maxima (d1's nominal 4.0 for GSM8K, 3.0 for MATH). With d1's quirks
-        the reachable maxima are 3.5 (soft and strict format exclude each other) and 2.75."""
-        return sum(f.max_value for f in self.reward_funcs(style))
-
-    # --- evaluation
-    def score(self, generation, truth, corrected=False, question=None, style="chat"):
-        """(score, extracted answer): d1's verdict (eval/parse_and_get_acc.py) on a chat-style answer;
-        `truth` is an Example or the ground truth as in d1's files. style="toy" scores a toy answer
-        (its first line) against an Example: 1.0 or 0.0, Sudoku the fraction of blanks right."""
-        if style == "toy":
-            return self._toy_score(generation, truth), _toy_line(generation)
-        return self._d1_score(generation, truth, corrected, question)
-
-    def _toy_score(self, generation, ex):
-        return self.toy_reward(generation, ex)
-
-    def score_rows(self, rows, corrected=False):
-        """Score rows with question/generation/ground_truth; returns (accuracy %, per-row dicts)."""
-        out = [dict(zip(("score", "extracted"), self.score(r["generation"], r["ground_truth"], corrected,
-                                                           r.get("question")))) for r in rows]
-        return 100.0 * sum(o["score"] for o in out) / max(len(out), 1), out
-
-
-class GSM8K(Task):
-    name, toy_tag, eval_prompt = "gsm8k", "gsm8k", GSM_EVAL_PROMPT
-    files = {"train": "train.jsonl", "test": "test.jsonl"}
-    _gh = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/"
-    sources = {"train": _gh + "train.jsonl", "test": _gh + "test.jsonl"}
-
-    def _example(self, row):
-        parts = row["answer"].split("####")
-        if len(parts) < 2:
-            raise ValueError("answer has no '####' line")
-        rationale = re.sub(r"<<[^>]*>>", "", parts[0]).strip()  # drop calculator annotations
-        return Example(question=row["question"], answer=parts[1].strip(), rationale=rationale)  # d1's hash answer
-
-    def _chat(self, ex):
-        return XML_SYSTEM_PROMPT + "\n\n" + ex.question
-
-    def _chat_rewards(self, d1_quirks):
-        dotall = not d1_quirks  # d1 quirk: no re.DOTALL, so multi-line reasoning never matches
-
-        @_reward(0.5, min_value=float("-inf"))
-        def xmlcount_reward(completion, ex):
-            return _count_xml(_SPECIAL.sub("", completion))
-
-        @_reward(0.5)
-        def soft_format_reward(completion, ex):
-            return 0.5 if _soft_format(_SPECIAL.sub("", completion), dotall) else 0.0
-
-        @_reward(0.5)
-        def strict_format_reward(completion, ex):
-            return 0.5 if _strict_format(_SPECIAL.sub("", completion), dotall) else 0.0
-
-        @_reward(0.5)
-        def int_reward(completion, ex):
-            return 0.5 if _xml_answer(_SPECIAL.sub("", completion)).isdigit() else 0.0
-
-        @_reward(2.0)
-        def correctness_reward(completion, ex):  # exact string match with the '####' answer
-            return 2.0 if _xml_answer(_SPECIAL.sub("", completion)) == ex.answer else 0.0
-
-        return [xmlcount_reward, soft_format_reward, strict_format_reward, int_reward, correctness_reward]
-
-    @_reward(1.0)
-    def toy_reward(self, completion, ex):
-        return 1.0 if _toy_line(completion) == ex.answer else 0.0
-
-    @staticmethod
-    def truth(gt, corrected=False):
-        """d1's float ground truth; its regex has no minus sign, so negative answers become None."""
-        if gt is None or isinstance(gt, (int, float)):
-            return None if gt is None else float(gt)
-        m = re.search(r"####\s*\$?(-?[\d,]+(?:\.\d+)?)" if corrected else r"####\s*\$?([\d,]+(?:\.\d+)?)", "####" + gt)
-        return float(m.group(1).replace(",", "")) if m else None
-
-    @staticmethod
-    def _number(text, last, corrected):
-        text = text.replace(",", "") if corrected else text  # d1 reads "1,000" as 1
-        try:
-            return float(text)
-        except ValueError:
-            nums = _NUMBER.findall(text)
-            return float(nums[-1 if last else 0]) if nums else None
-
-    def extract(self, generation, corrected=False):
-        """d1: the first \\boxed{} holding a number, else the last number in the first <answer>."""
-        s, pos, close, nl = generation, 0, -1, -1
-        while (i := s.find("\\boxed{", pos)) >= 0:  # = re.findall(r"\\boxed{(.*?)}", s), linear
-            start = i + 7
-            close = close if close >= start else _find(s, "}", start)
-            if close == len(s):
-                break
-            nl = nl if nl >= start else _find(s, "\n", start)
-            if nl < close:  # no DOTALL: the match cannot cross a newline
-                pos = nl + 1
-                continue
-            pos, content = close + 1, s[start:close].strip()
-            if content and content.strip(".") and (value := self._number(content, False, corrected)) is not None:
-                return value
-        text = _first_between(s, "<answer>", ("</answer>",))
-        return self._number(text.strip(), True, corrected) if text and text.strip() else None
-
-    def _d1_score(self, generation, truth, corrected, question):
-        gt = self.truth(truth.answer if isinstance(truth, Example) else truth, corrected)
-        parsed = self.extract(generation, corrected)
-        return (1.0 if parsed is not None and parsed == gt else 0.0), parsed
-
-
-class MATH500(Task):
-    name, toy_tag, eval_prompt = "math500", "math", MATH_EVAL_PROMPT
-    files = {"test": "test.jsonl"}
-    sources = {"test": "https://huggingface.co/datasets/HuggingFaceH4/MATH-500/resolve/main/test.jsonl"}
-
-    def _example(self, row):
-        return Example(question=row["problem"], answer=str(row["answer"]), rationale=row.get("solution"))
-
-    def _chat(self, ex):
-        return f"{XML_SYSTEM_PROMPT}\n\n{_MATH_EXPERT} \n\n{ex.question}"
-
-    def _chat_target(self, ex):
-        return _xml(ex.rationale or "", f"\\boxed{{{ex.answer}}}")
-
-    @staticmethod
-    def _boxed_or_all(s):
-        try:
-            return remove_boxed(last_boxed_only_string(s))
-        except Exception:
-            return s
-
-    def _chat_rewards(self, d1_quirks):
-        boxed = "\boxed" if d1_quirks else "\\boxed"  # d1 quirk: "\b" is a backspace, so never found
-
-        @_reward(2.0)
-        def correctness_reward_math(completion, ex):  # last \boxed{} of completion vs of the solution
-            ref = self._boxed_or_all(ex.rationale or ex.answer)
-            return 2.0 if is_equiv(self._boxed_or_all(_SPECIAL.sub("", completion)), ref) else 0.0
-
-        @_reward(1.0)
-        def boxed_and_answer_tags_format_reward(completion, ex):
-            s = _SPECIAL.sub("", completion)
-            has_tag = "<answer>" in s  # d1 takes the text of the first <answer> when there is one
-            part = s.split("<answer>", 2)[1].partition("</answer>")[0] if has_tag else s  # up to a 2nd <answer>
-            return 0.5 * ((1.0 if has_tag else 0.0) + (1.0 if boxed in part else 0.5))
-
-        return [correctness_reward_math, boxed_and_answer_tags_format_reward]
-
-    @_reward(1.0)
-    def toy_reward(self, completion, ex):
-        return 1.0 if is_equiv(_toy_line(completion), ex.answer) else 0.0
-
-    def _d1_score(self, generation, truth, corrected, question):
-        gt = truth.answer if isinstance(truth, Example) else truth
-        try:
-            parsed = remove_boxed(last_boxed_only_string(generation))
-        except Exception:
-            parsed = None
-        if not parsed:  # nothing boxed (or empty): the first <answer> tag, if any
-            tag = _first_between(generation, "<answer>", ("</answer>",))
-            parsed = tag.strip() if tag is not None else parsed
-        return (1.0 if parsed is not None and is_equiv(parsed, gt) else 0.0), parsed
-
-
-class Countdown(Task):
-    name, eval_prompt = "countdown", COUNTDOWN_EVAL_PROMPT
-    files = {"train": "train.jsonl", "test": "test.jsonl"}
-    sources = {"test": "https://raw.githubusercontent.com/dllm-reasoning/d1/main/dataset/countdown_cd3_test.jsonl"}
-
-    @staticmethod
-    def make(nums, target, expression=None):
-        nums, target = [int(n) for n in nums], int(target)
-        return Example(question=f"Numbers: {nums}\nTarget: {target}", answer=[nums, target], nums=nums,
-                       target=target, expression=expression)
-
-    def _example(self, row):
-        if "input" in row:  # d1's test file: {"input": "30,100,93", "output": "23"}
-            return self.make(row["input"].split(","), row["output"])
-        nums = row["nums"]  # TinyZero: {"target": 98, "nums": [44, 19, 35]}; d1 keeps 3-number rows
-        return self.make(nums, row["target"]) if len(nums) == 3 else None
-
-    def generate(self, n, seed, split="train"):
-        """n instances: 3 numbers in 1..100 and a target in 1..100 reached by a random expression whose
-        steps are positive integers (TinyZero-style). A hash of (numbers, target) puts 1 in 10 in test."""
-        rng, out, seen = random.Random(seed), [], set()
-        ops = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
-        for _ in _attempts(n):
-            if len(out) == n:
-                return out
-            a, b, c = nums = [rng.randint(1, 100) for _ in range(3)]
-            o1, o2 = rng.choice("+-*/"), rng.choice("+-*/")
-            if rng.random() < 0.5:  # (a o1 b) o2 c
-                x = ops[o1](Fraction(a), b)
-                t = ops[o2](x, c)
-            else:  # a o1 (b o2 c)
-                x = ops[o2](Fraction(b), c)
-                t = ops[o1](Fraction(a), x) if x else Fraction(0)
-            if not (x > 0 and x.denominator == 1 and 0 < t <= 100 and t.denominator == 1):
-                continue
-            key = (tuple(sorted(nums)), int(t))
-            if key not in seen and (zlib.crc32(repr(key).encode()) % 10 == 0) == (split == "test"):
-                seen.add(key)
-                out.append(self.make(nums, int(t), countdown_solve(nums, int(t))))
-
-    def _chat(self, ex):
-        return (f"{XML_SYSTEM_PROMPT}\nUsing only the numbers {ex.nums}, create an arithmetic expression that "
-                f"evaluates to exactly {ex.target}. You must use all numbers from the list, and each number must be "
-                "used exactly once. You may use the operations +, -, *, and / as needed. After reasoning, provide "
-                "only your final expression inside <answer></answer> tags without including an equals sign or the "
-                "target number. For example, if the numbers are [2, 3, 4] and the target is 5, a valid answer is: "
-                "<answer>\n2*4-3\n</answer>")
-
-    def _toy(self, ex):
-        return f"countdown {' '.join(map(str, ex.nums))} -> {ex.target}\n"
-
-    def _toy_target(self, ex):
-        expr = ex.expression or countdown_solve(ex.nums, ex.target)
-        if expr is None:
-            raise ValueError(f"no expression over {ex.nums} reaches {ex.target}")
-        return expr
-
-    def _chat_target(self, ex):
-        expr = self._toy_target(ex)
-        return _xml(f"{expr} = {ex.target}", expr)
-
-    def _chat_rewards(self, d1_quirks):
-        @_reward(1.0)
-        def countdown_reward(completion, ex):  # TinyZero's compute_score on the last <answer>
-            tags = _answer_tags(_SPECIAL.sub("", completion))
-            if not tags:
-                return 0.0
-            expr = tags[-1].strip()
-            if not _uses_numbers(expr, ex.nums):
-                return 0.1
-            return 1.0 if _hits(safe_eval(expr), ex.target) else 0.1
-
-        return [countdown_reward]
-
-    @_reward(1.0)
-    def toy_reward(self, completion, ex):
-        """1.0 for a correct expression using each number once, 0.1 for any other + - * / expression."""
-        expr = _toy_line(completion)
-        if not expr or not _D1_CHARS.fullmatch(expr):
-            return 0.0
-        try:
-            tree = ast.parse(expr, mode="eval")
-        except Exception:
-            return 0.0
-        allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.UAdd, ast.USub, *_OPS)
-        if not all(isinstance(n, allowed) and (not isinstance(n, ast.Constant) or type(n.value) is int)
-                   for n in ast.walk(tree)):
-            return 0.0
-        return 1.0 if _uses_numbers(expr, ex.nums) and _hits(safe_eval(expr, strict=True), ex.target) else 0.1
-
-    def extract(self, generation):
-        """d1: last \\boxed{} (else the first <answer>, else everything), LaTeX operators mapped, and
-        the left side of an '= number' if there is one."""
-        try:
-            eq = remove_boxed(last_boxed_only_string(generation))
-        except Exception:  # an unclosed \boxed{
-            tag = _first_between(generation, "<answer>", ("</answer>",))
-            eq = tag.strip() if tag is not None else generation
-        eq = eq.replace("\\div", "/").replace("\\times", "*").replace("\\cdot", "*")
-        lhs = _equation_lhs(eq)
-        return eq if lhs is None else lhs
-
-    def _toy_score(self, generation, ex):
-        return 1.0 if self.toy_reward(generation, ex) == 1.0 else 0.0
-
-    def _d1_score(self, generation, truth, corrected, question):
-        nums, target = (truth.nums, truth.target) if isinstance(truth, Example) else truth
-        eq = self.extract(generation)
-        ok = _uses_numbers(eq, nums) and _hits(safe_eval(eq, strict=corrected), target)
-        return (1.0 if ok else 0.0), eq
-
-
-class Sudoku(Task):
-    name, eval_prompt = "sudoku", SUDOKU_SYSTEM_PROMPT
-    files = {"test": "test.csv"}
-    sources = {"test": "https://raw.githubusercontent.com/dllm-reasoning/d1/main/dataset/4x4_test_sudoku.csv"}
-
-    @staticmethod
-    def make(puzzle, solution):
-        if not re.fullmatch(r"[0-4]{16}", puzzle) or solution not in SUDOKU_GRIDS:
-            raise ValueError(f"not a 4x4 puzzle and solution: {puzzle!r}, {solution!r}")
-        if any(p not in "0" + s for p, s in zip(puzzle, solution)):
-            raise ValueError(f"solution {solution} contradicts puzzle {puzzle}")
-        return Example(question=f"Solve the following Sudoku puzzle: {puzzle}\n", answer=solution,
-                       puzzle=puzzle, solution=solution)
-
-    def _rows(self, path):
-        with open(path, encoding="utf-8", newline="") as f:  # csv keeps strings: leading zeros survive
-            reader = csv.DictReader(f)
-            if reader.fieldnames is not None and reader.fieldnames[:2] != ["Puzzle", "Solution"]:
-                raise ValueError(f"{path}:1: header must be 'Puzzle,Solution', got {reader.fieldnames}")
-            for row in reader:
-                yield reader.line_num, row
-
-    def _example(self, row):
-        return self.make(row["Puzzle"], row["Solution"])
-
-    def generate(self, n, seed, split="train", blanks=8):
-        """n distinct puzzles with `blanks` empty cells and a unique solution, from the split's grids."""
-        rng, out, seen = random.Random(seed), [], set()
-        grids = [g for g in SUDOKU_GRIDS if (g in SUDOKU_TEST_GRIDS) == (split == "test")]
-        for _ in _attempts(n):
-            if len(out) == n:
-                return out
-            grid, cells = rng.choice(grids), rng.sample(range(16), 16)
-            puzzle = list(grid)
-            for c in cells:  # blank cells while the solution stays unique
-                if puzzle.count("0") == blanks:
-                    break
-                puzzle[c] = "0"
-                mask = _grids_mask(puzzle)
-                if mask & (mask - 1):  # more than one solution
-                    puzzle[c] = grid[c]
-            p = "".join(puzzle)
-            if p.count("0") == blanks and p not in seen:
-                seen.add(p)
-                out.append(self.make(p, grid))
-
-    def _chat(self, ex):
-        return f"{SUDOKU_SYSTEM_PROMPT}\n\n{ex.question}"
-
-    def _toy(self, ex):
-        return f"sudoku {ex.puzzle}\n"
-
-    def _chat_target(self, ex):
-        return _xml("Fill each empty cell so that every row, column and 2x2 box holds 1-4 once.", ex.solution)
-
-    @staticmethod
-    def _cell_fraction(answer, ex):
-        if not answer:
-            return 0.0
-        answer, empty = _fit16(answer), [i for i in range(16) if ex.puzzle[i] == "0"]
-        return sum(answer[i] == ex.solution[i] for i in empty) / len(empty) if empty else 0.0
-
-    def _chat_rewards(self, d1_quirks):
-        @_reward(1.0)
-        def sudoku_reward(completion, ex):  # digits of the last <answer>, fraction of blanks right
-            tags = _answer_tags(_SPECIAL.sub("", completion))
-            return self._cell_fraction("".join(c for c in tags[-1].strip() if c.isdigit()), ex) if tags else 0.0
-
-        return [sudoku_reward]
-
-    @_reward(1.0)
-    def toy_reward(self, completion, ex):
-        return self._cell_fraction("".join(c for c in _toy_line(completion) if c.isdigit()), ex)
-
-    @staticmethod
-    def puzzle_of(question):
-        """d1 reads the puzzle from the first 16 characters, else after 'Sudoku puzzle: '."""
-        if len(question) >= 16 and all(c.isdigit() for c in question[:16]):
-            return question[:16]
-        m = re.search(r"Sudoku puzzle: ([0-9]{16})", question)
-        if not m:
-            raise ValueError(f"no 16-digit Sudoku puzzle in question {question[:60]!r}")
-        return m.group(1)
-
-    def cells(self, generation, truth, corrected=False, question=None):
-        """(correct cells, empty cells, extracted answer) as d1 counts them; corrected=True scores
-        against the valid solution of the puzzle that the answer matches best."""
-        if isinstance(truth, Example):
-            puzzle, truth = truth.puzzle, truth.solution
-        else:
-            puzzle = self.puzzle_of(question or "")
-        empty = [i for i in range(16) if puzzle[i] == "0"]
-        answer = _sudoku_d1_answer(generation)
-        if not answer:
-            return 0, len(empty), ""
-        answer = _fit16(answer)
-        truths = sudoku_solutions(puzzle) if corrected else [truth]
-        return max(sum(answer[i] == t[i] for i in empty) for t in truths or [truth]), len(empty), answer
-
-    def _d1_score(self, generation, truth, corrected, question):
-        correct, empty, answer = self.cells(generation, truth, corrected, question)
-        return (correct / empty if empty else 0.0), answer
-
-    def score_rows(self, rows, corrected=False):
-        out = [dict(zip(("correct_cells", "empty_cells", "extracted"),
-                        self.cells(r["generation"], r["ground_truth"], corrected, r.get("question")))) for r in rows]
-        for o in out:
-            o["score"] = o["correct_cells"] / o["empty_cells"] if o["empty_cells"] else 0.0
-        cells = sum(o["empty_cells"] for o in out)
-        return 100.0 * sum(o["correct_cells"] for o in out) / max(cells, 1), out  # d1: cell accuracy
-
-
-TASKS = {t.name: t for t in (GSM8K(), MATH500(), Countdown(), Sudoku())}
-
-
-def examples(task, path, n, seed, split):
-    """A task's examples for training or evaluation: from a local file when a path is given, else n
-    from its seeded generator (Sudoku, Countdown); a clear error when neither gives any."""
-    if path:
-        out = task.load(path, split=split)
-    elif hasattr(task, "generate"):
-        out = task.generate(n, seed=seed, split=split)
-    else:
-        raise ValueError(f"task {task.name} has no generator: pass --data/--test_data (a {split} file)")
-    if not out:
-        raise ValueError(f"no {split} examples for task {task.name}")
-    return out
-
-
-def get_task(name):
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
-    return TASKS[name]
 
 
 # ----------------------------------------------------------------------------- CLI
