@@ -38,20 +38,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import diffu_grpo
-import model as model_lib
 import sample
 import sft
 import tasks
+from model import PRESETS, ModelConfig, Transformer, build, default_device, load, save
+from model_files import byte_tokenizer
 
-MID = model_lib.ModelConfig(d_model=512, n_layers=8, n_heads=8, n_kv_heads=8, mlp_hidden=1408, vocab_size=32768)
-MID_BYTES = model_lib.ModelConfig(**{**vars(MID), "vocab_size": 260})
-SMALL = model_lib.ModelConfig(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384)  # accuracy runs
+MID = ModelConfig(d_model=512, n_layers=8, n_heads=8, n_kv_heads=8, mlp_hidden=1408, vocab_size=32768)
+MID_BYTES = ModelConfig(**{**vars(MID), "vocab_size": 260})
+SMALL = ModelConfig(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384)  # accuracy runs
 
 # Work per preset, sized so that the whole run stays within a few minutes on 2 CPU cores. The toy
 # preset has the byte vocabulary (260); mid, like a real model, a tokenizer-sized one (32k);
 # mid-bytes (not in the default run) is mid with the byte vocabulary.
 SIZES = {
-    "toy": dict(config=model_lib.PRESETS["toy"], sampler=dict(batch=8), sft=dict(batch=64),
+    "toy": dict(config=PRESETS["toy"], sampler=dict(batch=8), sft=dict(batch=64),
                 grpo=dict(prompts_per_step=8, num_generations=4)),
     "mid": dict(config=MID, sampler=dict(batch=1), sft=dict(batch=16),
                 grpo=dict(prompts_per_step=1, num_generations=2)),
@@ -139,7 +140,7 @@ class FullLogits(nn.Module):
 @contextmanager
 def baseline_sampler():
     """diffu_grpo's rollouts with the reference-style sampler."""
-    with mock.patch.object(sample, "generate", baseline_generate):
+    with mock.patch.object(diffu_grpo, "generate", baseline_generate):
         yield
 
 
@@ -230,7 +231,7 @@ def random_prompts(batch, prompt, device, seed=0):
 def bench_sampler(cfg, device, repeats, batch=8, prompt=32, gen_length=64, block_length=16, steps=32):
     """Tokens/s of sample.generate and of the baseline at temperature 0, whether they agree, and
     ours with the KV cache."""
-    net = model_lib.build(cfg, device=device).eval()
+    net = build(cfg, device=device).eval()
     ids = random_prompts(batch, prompt, device)
     kw = dict(steps=steps, gen_length=gen_length, block_length=block_length, mask_id=cfg.mask_id)
     r = compare(lambda: sample.generate(net, ids, **kw), lambda: baseline_generate(net, ids, **kw), repeats, device)
@@ -241,7 +242,7 @@ def bench_sampler(cfg, device, repeats, batch=8, prompt=32, gen_length=64, block
                same_tokens=bool(torch.equal(r["ours_out"], r["base_out"])), flop_s=flops / r["ours_s"],
                ours_mem=r["ours_mem"], base_mem=r["base_mem"])
     for cache in ("prefix", "dual"):
-        times = [run_once(lambda: sample.generate(net, ids, cache=cache, **kw), device)[0] for _ in range(repeats)]
+        times = [run_once(lambda: sample.fast_generate(net, ids, cache=cache, **kw), device)[0] for _ in range(repeats)]
         out[f"{cache}_tok_s"] = tokens / statistics.median(times)
     return out
 
@@ -250,7 +251,7 @@ def bench_sampler(cfg, device, repeats, batch=8, prompt=32, gen_length=64, block
 
 def sft_batch(batch, device, seed=0):
     """A batch of toy Sudoku rows (prompt 24 tokens, answer 16): ids (B, T) and prompt lengths (B,)."""
-    tok = model_lib.byte_tokenizer()
+    tok = byte_tokenizer()
     task = tasks.get_task("sudoku")
     pairs = sft.task_pairs(tok, task, task.generate(batch, seed=seed), "toy")
     ids, prompt_len = sft.pad_answers(tok, pairs, 16)
@@ -260,13 +261,15 @@ def sft_batch(batch, device, seed=0):
 def bench_sft(cfg, device, repeats, batch=64):
     """Tokens/s of one masked-SFT step (Eq. 5 loss, backward, AdamW): ours reads logits only at the
     masked positions, the baseline computes them for the whole sequence."""
-    net = model_lib.build(cfg, device=device).train()
+    net = build(cfg, device=device).train()
     base = FullLogits(net)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     ids, prompt_len = sft_batch(batch, device)
 
     def step(m, seed):
-        loss, _, n = sft.sft_loss(m, ids, prompt_len, cfg.mask_id, generator=torch.Generator().manual_seed(seed))
+        noisy, masked, t = sft.forward_process(ids, prompt_len, cfg.mask_id, generator=torch.Generator().manual_seed(seed))
+        answer_len = (ids.shape[1] - prompt_len).to(ids.device).float()
+        loss, _, n = sft.sft_loss(m, ids, noisy, masked, t, answer_len)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -283,8 +286,8 @@ def bench_sft(cfg, device, repeats, batch=64):
 # ----------------------------------------------------------------------------- 3. a diffu-GRPO step
 
 def grpo_setup(cfg, device, prompts_per_step, num_generations, **rollout):
-    net = model_lib.build(cfg, device=device)
-    ref = model_lib.build(cfg, device=device).eval().requires_grad_(False)
+    net = build(cfg, device=device)
+    ref = build(cfg, device=device).eval().requires_grad_(False)
     gcfg = diffu_grpo.GRPOConfig(prompts_per_step=prompts_per_step, num_generations=num_generations, mu=2,
                                  device=device, **rollout)
     task = tasks.get_task("sudoku")
@@ -295,7 +298,7 @@ class AnyVocabulary:
     """The byte tokenizer for a model whose vocabulary is larger: ids beyond it decode as '?'."""
 
     def __init__(self):
-        self.base = model_lib.byte_tokenizer()
+        self.base = byte_tokenizer()
 
     def __getattr__(self, name):
         return getattr(self.base, name)
@@ -346,9 +349,9 @@ DECODERS = {  # the tasks' sampler: 16-token answers in one block of 16 steps
 def accuracy_model(task, device, folder):
     """A small model (SMALL, 0.9M parameters) SFT-trained on the task, trained once and kept."""
     if (folder / "model.safetensors").exists():
-        return model_lib.load(folder, device=device)
+        return load(folder, device=device)
     init = folder.parent / f"{folder.name}-init"
-    model_lib.save(model_lib.build(SMALL, seed=0), init)
+    save(build(SMALL, seed=0), init)
     print(f"training a small {task} model for the accuracy figures (once: it is kept in {folder})", flush=True)
     t = time.time()
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # sft.train's progress bars
@@ -370,7 +373,7 @@ def bench_accuracy(device, n_eval, folder):
     the model calls per batch of 128, the full-pass equivalents per answer (positions computed,
     over those of one full pass: a cached pass or a pass over the unfinished rows counts as its
     share), and the milliseconds per answer."""
-    tok = model_lib.byte_tokenizer()
+    tok = byte_tokenizer()
     out = {}
     for name in ("sudoku", "countdown"):
         net = accuracy_model(name, device, folder / f"sft-{name}").eval()
@@ -398,7 +401,7 @@ def mib(b):
 
 
 def print_preset(name, cfg, r, peak):
-    n = sum(p.numel() for p in model_lib.Transformer(cfg).parameters()) if cfg.d_model < 1024 else 0
+    n = sum(p.numel() for p in Transformer(cfg).parameters()) if cfg.d_model < 1024 else 0
     print(f"\n{name}: d_model {cfg.d_model}, {cfg.n_layers} layers, vocab {cfg.vocab_size}, {n / 1e6:.1f}M parameters")
     s, t = r["sampler"], r["sft"]
     print(f"  sampler   ours {s['ours_tok_s']:8.1f} tok/s | baseline {s['baseline_tok_s']:8.1f} tok/s | "
@@ -443,7 +446,7 @@ def main(argv=None):
     p.add_argument("--n_eval", type=int, default=512, help="held-out examples per task for --accuracy")
     p.add_argument("--models", default="runs/bench", help="where the small accuracy models are trained and kept")
     p.add_argument("--out", default="bench/results.json", help="the figures as JSON")
-    p.add_argument("--device", default=model_lib.default_device())
+    p.add_argument("--device", default=default_device())
     args = p.parse_args(argv)
     for name in args.presets.split(","):
         if name not in SIZES:

@@ -14,7 +14,7 @@ answer position. Each inner step draws a fresh prompt mask, a perturbed view of 
     torchrun --standalone --nproc_per_node 8 diffu_grpo.py --model runs/sft-llada-8b --task gsm8k --data ...
     python diffu_grpo.py --resume                    # continue runs/grpo-toy from its newest checkpoint
 
-Departures from d1's code (see ../README.md too):
+Departures from d1's code (README.md lists the project's others):
 1. The loss is averaged over all answer tokens of the batch (the token-level mean of d1's code,
    `--loss_norm token`); the paper's 1/|o_i| per sequence then mean over sequences is
    `--loss_norm sequence`. Either way the normaliser is the whole batch's, so micro-batching does
@@ -27,38 +27,31 @@ Departures from d1's code (see ../README.md too):
 4. Advantages are r - mean(r) (Eq. 2, as d1); `--scale_rewards` divides by the group std as
    the original GRPO does.
 5. Opt-in, off by default: rollouts with Fast-dLLM's parallel decoding and KV cache (`--threshold`,
-   `--cache`; see sample.generate). Held-out evaluation always uses LLaDA's exact sampler.
+   `--cache`; see sample.fast_generate). Held-out evaluation always uses LLaDA's exact sampler.
 
-Several processes (torchrun, one GPU each): every process draws the step's prompts from the seeded
-generator g and takes its own contiguous share (model.shard); it generates, scores and computes the
-advantages of all G answers of its prompts itself, so the group statistics need no communication.
-The rollout noise comes from each process's own generator (seed + 1,000,000 x rank; rank 0 is the
-single-process stream), so rollouts differ from a single-process run's; everything after them is
-exact: the mu prompt masks are drawn for the whole batch from g on every process (mask_prompt), the
-loss is normalised by the whole batch's answer-token or sequence count, and the gradients are summed
-over processes (model.all_reduce_grads), so an update equals one process's update on the same
-rollouts. Held-out evaluation is split over the processes; only rank 0 logs and writes files.
-Checkpoints (model.save_checkpoint) hold the trained parameters (LoRA: the adapters), the optimizer,
-the step, and the states of g (prompt order and masks, so also the data position), of every
-process's rollout generator and of torch's global RNG (LoRA dropout); `--resume` continues exactly,
-and Ctrl-C stops after the step in progress with a checkpoint.
+Several processes (torchrun, one GPU each): each process rolls out, scores and computes the
+advantages of all G answers of its own prompts (so group statistics need no communication); the
+prompt masks are drawn for the whole batch and the loss is normalised over the whole batch, so an
+update equals one process's update on the same rollouts. runs.py holds the plumbing (gradient sum,
+checkpoints of every generator's state, --resume, Ctrl-C, the log); `--dry_run` prints the GPU
+memory plan (the last section of this file).
 
 Shapes: N = prompts x G sequences, P prompt length, L answer length, V vocabulary.
 """
 import copy
-import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-import model as model_lib
-import sample
 import tasks
-from model import option
+from model import LORA_TARGETS, PRESETS, Transformer, config_and_tokenizer, default_device, lora_disabled, read_config
+from runs import (Run, all_gather, all_reduce_sum, apply_gradients, check_prompt_room, option, parse_config,
+                  rank_world, run_command, share, whole_batch)
+from sample import check_fast_settings, check_settings, fast_generate, generate, encode_prompt, prompt_batch, prompt_style
 
 
 @dataclass
@@ -93,7 +86,7 @@ class GRPOConfig:
     lora_r: int = option(0, "LoRA rank (0: train every parameter; the reference is then a frozen copy)")
     lora_alpha: float = option(16.0, "LoRA alpha (the update is scaled by alpha / r)")
     lora_dropout: float = option(0.0, "dropout on the LoRA input")
-    lora_targets: str = option(",".join(model_lib.LORA_TARGETS), "projections that get adapters")
+    lora_targets: str = option(",".join(LORA_TARGETS), "projections that get adapters")
     grad_ckpt: bool = option(False, "gradient checkpointing per block")
     prompt_length: int = option(200, "longest prompt in tokens, for --dry_run's plan (d1 truncates at 200)")
     dry_run: bool = option(False, "print the GPU memory plan for these settings and exit, loading nothing")
@@ -102,10 +95,10 @@ class GRPOConfig:
     save_every: int = option(10, "write a resumable checkpoint every this many steps (also at the end, on Ctrl-C)")
     resume: bool = option(False, "continue the run in --out from its newest checkpoint (--steps may grow)")
     seed: int = option(0, "seed of the prompt order, the rollouts and the prompt masks")
-    device: str = option(model_lib.default_device(), "cuda, mps or cpu")
+    device: str = option(default_device(), "cuda, mps or cpu")
 
 
-# d1's published settings (PAPERS.md 2.7). temperature None = d1's value for the task (D1_TEMPERATURE).
+# d1's published settings (d1 Sec. 4 and its released slurm_scripts/train.yaml). temperature None = d1's value for the task (D1_TEMPERATURE).
 MODEL_DEFAULTS = {"llada-8b": dict(model="llada-8b", mu=12, p_mask=0.15, beta=0.04, epsilon=0.5, lr=3e-6,
                                    weight_decay=0.1, grad_clip=0.2, num_generations=6, prompts_per_step=16,
                                    gen_length=256, diffusion_steps=128, block_length=32, temperature=None,
@@ -139,24 +132,10 @@ def completion_mask(completion, stop_ids):
     return before == 0
 
 
-def mask_prompt(prompt, p_mask, mask_id, generator=None, whole=None):
-    """q': each prompt token replaced by [MASK] independently with probability p_mask (Sec. 3.1).
-
-    whole = (rows, N, P) when prompt holds this process's rows of a batch of N left-padded prompts of
-    P tokens (torchrun, whole_batch): the coins are tossed for the whole batch, and this process keeps
-    its rows and their last columns, where its prompts lie, so that all processes mask as one would."""
-    rows, N, P = whole or (slice(None), *prompt.shape)
-    hit = torch.rand(N, P, generator=generator)[rows, P - prompt.shape[1]:] < p_mask  # (n, p)
-    return prompt.masked_fill(hit.to(prompt.device), mask_id)
-
-
-def whole_batch(prompt):
-    """(this process's rows, N, P) of the batch of prompts of all processes, in rank order (torchrun):
-    N prompts in all, P tokens the longest; (all rows, N, P) of prompt itself in a plain run."""
-    rank = model_lib.rank_world()[0]
-    sizes = model_lib.all_gather(tuple(prompt.shape))  # [(n, p) of each process]
-    lo = sum(n for n, _ in sizes[:rank])
-    return slice(lo, lo + prompt.shape[0]), sum(n for n, _ in sizes), max(p for _, p in sizes)
+def mask_prompt(prompt, p_mask, mask_id, u):
+    """q' (Sec. 3.1): each prompt token replaced by [MASK] independently with probability p_mask,
+    where its uniform draw u (N, P) falls below p_mask. prompt (N, P) -> (N, P)."""
+    return prompt.masked_fill((u < p_mask).to(prompt.device), mask_id)
 
 
 def per_token_logps(model, masked_prompt, completion, mask_id, attention_mask=None):
@@ -208,13 +187,15 @@ def score(task, texts, examples, style):
 def rollout(policy, tokenizer, task, examples, cfg, style, generator):
     """G answers per prompt at temperature > 0; their rewards and advantages (Alg. 1, lines 4-6)."""
     G = cfg.num_generations
-    prompt, am = sample.prompt_batch(tokenizer, task, examples, style, cfg.device)
+    prompt, am = prompt_batch(tokenizer, task, examples, style, cfg.device)
     prompt = prompt.repeat_interleave(G, dim=0)  # (N, P), the G copies of a prompt are adjacent
     am = None if am is None else am.repeat_interleave(G, dim=0)
-    out = sample.generate(policy, prompt, gen_length=cfg.gen_length, steps=cfg.diffusion_steps,
-                          block_length=cfg.block_length, temperature=cfg.temperature,
-                          mask_id=tokenizer.mask_id, attention_mask=am, generator=generator,
-                          threshold=cfg.threshold or None, cache=cfg.cache)
+    kw = dict(gen_length=cfg.gen_length, steps=cfg.diffusion_steps, block_length=cfg.block_length,
+              temperature=cfg.temperature, mask_id=tokenizer.mask_id, attention_mask=am, generator=generator)
+    if cfg.threshold or cfg.cache != "none":  # Fast-dLLM decoding, opt-in
+        out = fast_generate(policy, prompt, threshold=cfg.threshold or None, cache=cfg.cache, **kw)
+    else:
+        out = generate(policy, prompt, **kw)  # (N, P + L)
     completion = out[:, prompt.shape[1]:]  # (N, L)
     texts = [tokenizer.decode(row) for row in completion.tolist()]
     repeated = [ex for ex in examples for _ in range(G)]
@@ -237,7 +218,155 @@ def _rows(t, c):
     return None if t is None else t[c]
 
 
-# ----------------------------------------------------------------------------- --dry_run
+# ----------------------------------------------------------------------------- the loop
+
+def inner_update(policy, opt, batch, masked_prompt, old, ref, cfg, mask_id, chunks, counts):
+    """One gradient step of Alg. 1 (lines 8-10) on the buffered rollouts, micro-batch by micro-batch.
+    counts = (answer tokens, sequences) of the whole batch, over all processes: the normalisers."""
+    mask = batch["mask"].float()
+    n_tokens, n_seqs = counts
+    opt.zero_grad(set_to_none=True)
+    stats = dict(loss=0.0, kl=0.0, clip=0.0)
+    for c in chunks:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(cfg.device).type == "cuda"):
+            logp = per_token_logps(policy, masked_prompt[c], batch["completion"][c], mask_id,
+                                   _rows(batch["attention_mask"], c))
+        tok, kl, clipped = grpo_token_loss(logp, old[c], ref[c] if ref is not None else logp.detach(),
+                                           batch["adv"][c], cfg.epsilon, cfg.beta)
+        loss = reduce_loss(tok, mask[c], cfg.loss_norm, n_tokens, n_seqs)
+        loss.backward()
+        stats["loss"] += loss.item()
+        stats["kl"] += ((kl * mask[c]).sum() / n_tokens).item()
+        stats["clip"] += ((clipped.float() * mask[c]).sum() / n_tokens).item()
+    stats = dict(zip(stats, all_reduce_sum(list(stats.values()))))  # the whole batch's
+    if not math.isfinite(stats["loss"]):
+        raise FloatingPointError(f"loss is {stats['loss']}")
+    apply_gradients(opt, opt.param_groups[0]["params"], cfg.grad_clip)  # the trainable parameters
+    return stats
+
+
+def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g, gen):
+    """Alg. 1, one iteration of the outer loop: rollouts (noise from gen, on the model's device), then
+    mu updates with fresh prompt masks (from g, on the CPU). Under torchrun, examples are this
+    process's prompts; the masks, normalisers, gradients and logged statistics are the whole batch's."""
+    t0 = time.time()
+    policy.eval()
+    batch = rollout(policy, tokenizer, task, examples, cfg, style, gen)
+    t1 = time.time()
+    N = batch["completion"].shape[0]
+    size = cfg.micro_batch or N
+    chunks = [slice(i, i + size) for i in range(0, N, size)]
+    rows, n_all, p_all = whole_batch(batch["prompt"].shape)  # this process's block of the whole (N, P) batch
+    p = batch["prompt"].shape[1]  # left-padded prompts end at the last column: this block is [rows, p_all - p:]
+    draws = [torch.rand(n_all, p_all, generator=g)[rows, p_all - p:] for _ in range(cfg.mu)]  # the whole batch's
+    masked_prompts = [mask_prompt(batch["prompt"], cfg.p_mask, tokenizer.mask_id, u) for u in draws]
+    old = fixed_logps(policy, masked_prompts, batch, tokenizer.mask_id, chunks)
+    ref = fixed_logps(ref_model, masked_prompts, batch, tokenizer.mask_id, chunks) if cfg.beta else None
+    t_logp = time.time()
+    policy.train()
+    counts = (max(all_reduce_sum([batch["mask"].sum().item()])[0], 1), n_all)  # the whole batch's normalisers
+    inner = [inner_update(policy, opt, batch, masked_prompts[n], old[n], ref[n] if ref else None, cfg,
+                          tokenizer.mask_id, chunks, counts) for n in range(cfg.mu)]
+    t2 = time.time()
+    gathered = all_gather((batch["rewards"], batch["mask"].float().sum(1).cpu()))  # every process's
+    rewards, answer_len = (torch.cat(parts) for parts in zip(*gathered))  # (N, n_funcs), (N,)
+    total = rewards.sum(dim=1)  # (N,)
+    groups = total.view(-1, cfg.num_generations)
+    record = dict(reward=total.mean().item(), reward_std=total.std().item(),
+                  **{n: v.item() for n, v in zip(batch["names"], rewards.mean(0))},
+                  kl=inner[-1]["kl"], clip_frac=sum(s["clip"] for s in inner) / len(inner),
+                  loss=sum(s["loss"] for s in inner) / len(inner),
+                  answer_len=answer_len.mean().item(),
+                  zero_std_groups=(groups.std(dim=1) == 0).float().mean().item(),
+                  gen_s=t1 - t0, logp_s=t_logp - t1, update_s=t2 - t_logp)
+    return record, batch
+
+
+def setup(cfg, world=1):
+    """Check the settings before any work, each message saying what to change. Returns the task, the
+    model's config and its tokenizer; no weights are read yet."""
+    if cfg.temperature is None:
+        cfg.temperature = D1_TEMPERATURE.get(cfg.task, 0.9)
+    if cfg.num_generations < 2:
+        raise ValueError(f"--num_generations must be at least 2 (GRPO compares answers within a group), "
+                         f"not {cfg.num_generations}")
+    if cfg.loss_norm not in ("token", "sequence"):
+        raise ValueError(f"--loss_norm must be token or sequence, not {cfg.loss_norm!r}")
+    check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", cfg.temperature, 0.0)
+    check_fast_settings(cfg.threshold or None, cfg.cache, "low_confidence", 0.0)
+    if cfg.model not in PRESETS and not Path(cfg.model).exists():
+        hint = " (run `python sft.py` first: it writes runs/sft-toy)" if cfg.model == GRPOConfig().model else ""
+        raise FileNotFoundError(f"--model {cfg.model!r} is neither a preset nor a checkpoint folder{hint}")
+    if cfg.prompts_per_step < world:
+        raise ValueError(f"--prompts_per_step {cfg.prompts_per_step} is smaller than the number of processes "
+                         f"({world}): raise it or start fewer processes")
+    task = tasks.get_task(cfg.task)
+    mcfg, tokenizer = config_and_tokenizer(cfg.model)
+    return task, mcfg, tokenizer
+
+
+def check_lengths(tokenizer, task, train_ex, test, style, cfg, max_seq_len):
+    """Every prompt, of training and held out, must leave room for gen_length answer tokens."""
+    for which, examples, for_eval in (("training", train_ex, False), ("held-out", test, True)):
+        prompts = [encode_prompt(tokenizer, task, ex, style, for_eval) for ex in examples]
+        check_prompt_room(prompts, cfg.gen_length, "--gen_length", max_seq_len, which)
+
+
+def reference_policy(policy, lora):
+    """pi_ref, the initial model (Alg. 1 line 1): with LoRA, the same network with its adapters
+    switched off (no second copy of the weights); otherwise a frozen copy."""
+    if lora:
+        def adapters_off(*args, **kw):
+            with lora_disabled(policy):
+                return policy(*args, **kw)
+        return adapters_off
+    return copy.deepcopy(policy).eval().requires_grad_(False)
+
+
+def train(cfg, train_examples=None, test_examples=None):
+    """Run diffu-GRPO (Alg. 1); returns (policy, held-out accuracy before, after). Example lists, when
+    given, replace the task's prompts and held-out set (reproduce.py builds its own distributions).
+    Under torchrun, every process calls this. Ctrl-C stops after the step in progress, writes a
+    checkpoint and raises KeyboardInterrupt; a non-finite loss raises FloatingPointError."""
+    with Run(cfg, "diffu-grpo", "grpo_config.json", RESUME_MAY_CHANGE) as run:
+        task, mcfg, tokenizer = setup(cfg, run.world)
+        style = prompt_style(mcfg)
+        train_ex = train_examples or tasks.examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
+        test = (test_examples or tasks.examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
+        check_lengths(tokenizer, task, train_ex, test, style, cfg, mcfg.max_seq_len)
+        run.check_resume(mcfg)
+        policy, tokenizer, params = run.load_model()  # pi_theta (LoRA and gradient checkpointing as cfg says)
+        ref_model = reference_policy(policy, cfg.lora_r > 0) if cfg.beta else None  # pi_ref: the starting weights
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+        g = torch.Generator().manual_seed(cfg.seed)  # prompt order and masks: the same on every process
+        gen = torch.Generator(cfg.device).manual_seed(cfg.seed + 1_000_000 * run.rank)  # this process's rollout noise
+        run.begin(policy, opt, tokenizer, dict(g=g, gen=gen), held_out=(task, test, style), evaluate_first=True)
+        for step in run.steps(show="reward"):
+            idx = torch.randint(len(train_ex), (cfg.prompts_per_step,), generator=g).tolist()  # the step's prompts
+            mine = idx[share(cfg.prompts_per_step, run.rank, run.world)]  # this process's, all G answers of each
+            record, _ = train_step(policy, ref_model, opt, tokenizer, task, [train_ex[i] for i in mine], cfg, style,
+                                   g, gen)
+            run.log(record, f"reward {record['reward']:.3f} ± {record['reward_std']:.3f} | kl {record['kl']:.4f} | "
+                            f"clip {record['clip_frac']:.3f} | gen {record['gen_s']:.1f}s logp {record['logp_s']:.1f}s "
+                            f"upd {record['update_s']:.1f}s")
+    return policy, run.metrics["accuracy_before"], run.metrics["accuracy"]
+
+
+def main(argv=None):
+    cfg = parse_config(GRPOConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS)
+    if cfg.dry_run:
+        print_plan(cfg, PRESETS[cfg.model] if cfg.model in PRESETS else read_config(cfg.model))
+        return
+
+    def run():
+        policy, before, after = train(cfg)
+        if rank_world()[0] == 0:
+            print(f"diffu-GRPO done: held-out accuracy {before:.2%} -> {after:.2%}; checkpoint in {cfg.out}")
+
+    run_command(run, cfg.out)
+
+
+# ----------------------------------------------------------------------------- --dry_run: the GPU memory plan
 
 GiB = 2 ** 30
 
@@ -250,7 +379,7 @@ def memory_plan(cfg, mcfg):
     it counts the attention scores as if no fused attention kernel were used."""
     C, H, nl, V = mcfg.d_model, mcfg.mlp_hidden, mcfg.n_layers, mcfg.vocab_size
     with torch.device("meta"):
-        n_params = sum(p.numel() for p in model_lib.Transformer(mcfg).parameters())
+        n_params = sum(p.numel() for p in Transformer(mcfg).parameters())
     shapes = dict(q_proj=(C, C), k_proj=(C, C), v_proj=(C, C), attn_out=(C, C), ff_proj=(C, H), up_proj=(C, H),
                   ff_out=(H, C))
     targets = cfg.lora_targets.split(",")
@@ -286,194 +415,6 @@ def print_plan(cfg, mcfg):
     return peak
 
 
-# ----------------------------------------------------------------------------- the loop
-
-def inner_update(policy, opt, batch, masked_prompt, old, ref, cfg, mask_id, chunks, counts):
-    """One gradient step of Alg. 1 (lines 8-10) on the buffered rollouts, micro-batch by micro-batch.
-    counts = (answer tokens, sequences) of the whole batch, over all processes: the normalisers."""
-    mask = batch["mask"].float()
-    n_tokens, n_seqs = counts
-    opt.zero_grad(set_to_none=True)
-    stats = dict(loss=0.0, kl=0.0, clip=0.0)
-    for c in chunks:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(cfg.device).type == "cuda"):
-            logp = per_token_logps(policy, masked_prompt[c], batch["completion"][c], mask_id,
-                                   _rows(batch["attention_mask"], c))
-        tok, kl, clipped = grpo_token_loss(logp, old[c], ref[c] if ref is not None else logp.detach(),
-                                           batch["adv"][c], cfg.epsilon, cfg.beta)
-        loss = reduce_loss(tok, mask[c], cfg.loss_norm, n_tokens, n_seqs)
-        loss.backward()
-        stats["loss"] += loss.item()
-        stats["kl"] += ((kl * mask[c]).sum() / n_tokens).item()
-        stats["clip"] += ((clipped.float() * mask[c]).sum() / n_tokens).item()
-    stats = dict(zip(stats, model_lib.all_reduce_sum(list(stats.values()))))  # the whole batch's
-    if not math.isfinite(stats["loss"]):
-        raise FloatingPointError(f"loss is {stats['loss']}")
-    model_lib.apply_gradients(opt, opt.param_groups[0]["params"], cfg.grad_clip)  # the trainable parameters
-    return stats
-
-
-def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g, gen):
-    """Alg. 1, one iteration of the outer loop: rollouts (noise from gen, on the model's device), then
-    mu updates with fresh prompt masks (from g, on the CPU). Under torchrun, examples are this
-    process's prompts; the masks, normalisers, gradients and logged statistics are the whole batch's."""
-    t0 = time.time()
-    policy.eval()
-    batch = rollout(policy, tokenizer, task, examples, cfg, style, gen)
-    t1 = time.time()
-    N = batch["completion"].shape[0]
-    size = cfg.micro_batch or N
-    chunks = [slice(i, i + size) for i in range(0, N, size)]
-    whole = whole_batch(batch["prompt"])
-    masked_prompts = [mask_prompt(batch["prompt"], cfg.p_mask, tokenizer.mask_id, g, whole) for _ in range(cfg.mu)]
-    old = fixed_logps(policy, masked_prompts, batch, tokenizer.mask_id, chunks)
-    ref = fixed_logps(ref_model, masked_prompts, batch, tokenizer.mask_id, chunks) if cfg.beta else None
-    t_logp = time.time()
-    policy.train()
-    counts = (max(model_lib.all_reduce_sum([batch["mask"].sum().item()])[0], 1), whole[1])  # the normalisers
-    inner = [inner_update(policy, opt, batch, masked_prompts[n], old[n], ref[n] if ref else None, cfg,
-                          tokenizer.mask_id, chunks, counts) for n in range(cfg.mu)]
-    t2 = time.time()
-    gathered = model_lib.all_gather((batch["rewards"], batch["mask"].float().sum(1).cpu()))  # every process's
-    rewards, answer_len = (torch.cat(parts) for parts in zip(*gathered))  # (N, n_funcs), (N,)
-    total = rewards.sum(dim=1)  # (N,)
-    groups = total.view(-1, cfg.num_generations)
-    record = dict(reward=total.mean().item(), reward_std=total.std().item(),
-                  **{n: v.item() for n, v in zip(batch["names"], rewards.mean(0))},
-                  kl=inner[-1]["kl"], clip_frac=sum(s["clip"] for s in inner) / len(inner),
-                  loss=sum(s["loss"] for s in inner) / len(inner),
-                  answer_len=answer_len.mean().item(),
-                  zero_std_groups=(groups.std(dim=1) == 0).float().mean().item(),
-                  gen_s=t1 - t0, logp_s=t_logp - t1, update_s=t2 - t_logp)
-    return record, batch
-
-
-def setup(cfg, world=1):
-    """Check the settings before any work, each message saying what to change. Returns the task, the
-    model's config and its tokenizer; no weights are read yet."""
-    if cfg.temperature is None:
-        cfg.temperature = D1_TEMPERATURE.get(cfg.task, 0.9)
-    if cfg.num_generations < 2:
-        raise ValueError(f"--num_generations must be at least 2 (GRPO compares answers within a group), "
-                         f"not {cfg.num_generations}")
-    if cfg.loss_norm not in ("token", "sequence"):
-        raise ValueError(f"--loss_norm must be token or sequence, not {cfg.loss_norm!r}")
-    sample.check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", cfg.temperature, 0.0,
-                          cfg.threshold or None, cfg.cache)
-    if cfg.model not in model_lib.PRESETS and not Path(cfg.model).exists():
-        hint = " (run `python sft.py` first: it writes runs/sft-toy)" if cfg.model == GRPOConfig().model else ""
-        raise FileNotFoundError(f"--model {cfg.model!r} is neither a preset nor a checkpoint folder{hint}")
-    if cfg.prompts_per_step < world:
-        raise ValueError(f"--prompts_per_step {cfg.prompts_per_step} is smaller than the number of processes "
-                         f"({world}): raise it or start fewer processes")
-    task = tasks.get_task(cfg.task)
-    mcfg, tokenizer = model_lib.config_and_tokenizer(cfg.model)
-    return task, mcfg, tokenizer
-
-
-def check_lengths(tokenizer, task, train_ex, test, style, cfg, max_seq_len):
-    """Every prompt, of training and held out, must leave room for gen_length answer tokens."""
-    for which, examples, for_eval in (("training", train_ex, False), ("held-out", test, True)):
-        prompts = [sample.encode_prompt(tokenizer, task, ex, style, for_eval) for ex in examples]
-        model_lib.check_prompt_room(prompts, cfg.gen_length, "--gen_length", max_seq_len, which)
-
-
-def reference_policy(policy, lora):
-    """pi_ref, the initial model (Alg. 1 line 1): with LoRA, the same network with its adapters
-    switched off (no second copy of the weights); otherwise a frozen copy."""
-    if lora:
-        def adapters_off(*args, **kw):
-            with model_lib.lora_disabled(policy):
-                return policy(*args, **kw)
-        return adapters_off
-    return copy.deepcopy(policy).eval().requires_grad_(False)
-
-
-def train(cfg, train_examples=None, test_examples=None):
-    """Run diffu-GRPO; returns (policy, held-out accuracy before, after). Example lists, when given,
-    replace the task's prompts and held-out set (reproduce.py builds its own distributions). Under
-    torchrun, every process calls this. Ctrl-C stops after the step in progress, writes a checkpoint
-    and raises KeyboardInterrupt; a non-finite loss raises FloatingPointError and writes nothing."""
-    from tqdm import tqdm
-    rank, world, cfg.device = model_lib.init_distributed(cfg.device)
-    task, mcfg, tokenizer = setup(cfg, world)
-    style = sample.prompt_style(mcfg)
-    train_ex = train_examples or tasks.examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
-    test = (test_examples or tasks.examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
-    check_lengths(tokenizer, task, train_ex, test, style, cfg, mcfg.max_seq_len)
-    out = Path(cfg.out)
-    resume = model_lib.resume_point(out, asdict(cfg), mcfg, RESUME_MAY_CHANGE) if cfg.resume else None
-    policy, tokenizer = model_lib.load_model(cfg.model, device=cfg.device, seed=cfg.seed)
-    params = model_lib.prepare_for_training(policy, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
-                                            cfg.grad_ckpt, cfg.seed)
-    ref_model = reference_policy(policy, cfg.lora_r > 0) if cfg.beta else None  # the starting weights
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    g = torch.Generator().manual_seed(cfg.seed)  # prompt order and masks: the same on every process
-    gen = torch.Generator(cfg.device).manual_seed(cfg.seed + 1_000_000 * rank)  # this process's rollout noise
-    evaluate = lambda: sample.held_out_accuracy(policy, tokenizer, task, test, style=style, gen_length=cfg.gen_length,
-                                                steps=cfg.diffusion_steps, block_length=cfg.block_length)
-    if resume:
-        path, run = resume
-        model_lib.load_checkpoint(path, policy, opt, dict(g=g, gen=gen))
-        start, acc0, acc = run["step"], run["metrics"]["accuracy_before"], run["metrics"]["accuracy"]
-    else:
-        start, acc0 = 0, evaluate()
-        acc = acc0
-    write = tqdm.write if rank == 0 else (lambda line: None)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        log = model_lib.open_log(out / "log.jsonl", start)
-        write(f"resuming from {resume[0]} (step {start})" if resume else
-              f"step     0 | held-out accuracy {acc0:.2%} ({len(test)} examples)")
-
-    def checkpoint(step):
-        run = dict(config=asdict(cfg), model_config=asdict(mcfg), metrics=dict(accuracy_before=acc0, accuracy=acc))
-        return model_lib.save_checkpoint(out, step, policy, opt, dict(g=g, gen=gen), run)
-
-    with model_lib.StopOnCtrlC() as ctrl_c:
-        bar = tqdm(range(start + 1, cfg.steps + 1), desc="diffu-grpo", disable=rank != 0)
-        for step in bar:
-            idx = torch.randint(len(train_ex), (cfg.prompts_per_step,), generator=g).tolist()  # the step's prompts
-            mine = idx[model_lib.shard(cfg.prompts_per_step, rank, world)]  # this process's, all G answers of each
-            try:
-                record, _ = train_step(policy, ref_model, opt, tokenizer, task, [train_ex[i] for i in mine], cfg,
-                                       style, g, gen)
-            except FloatingPointError as e:
-                raise model_lib.not_finite(e, step, out) from None
-            record["step"] = step
-            bar.set_postfix(reward=f"{record['reward']:.3f}")
-            write(f"step {step:5d} | reward {record['reward']:.3f} ± {record['reward_std']:.3f} | "
-                  f"kl {record['kl']:.4f} | clip {record['clip_frac']:.3f} | "
-                  f"gen {record['gen_s']:.1f}s logp {record['logp_s']:.1f}s upd {record['update_s']:.1f}s")
-            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
-                acc = record["accuracy"] = evaluate()
-                write(f"step {step:5d} | held-out accuracy {acc:.2%}")
-                if rank == 0:
-                    model_lib.save(policy, out, tokenizer)
-            if rank == 0:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            ctrl_c.after_step(step, cfg.steps, cfg.save_every, checkpoint)
-    if rank == 0:
-        model_lib.save(policy, out, tokenizer)
-        (out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-        log.close()
-    return policy, acc0, acc
-
-
-def main(argv=None):
-    cfg = model_lib.parse_config(GRPOConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS)
-    if cfg.dry_run:
-        preset = cfg.model in model_lib.PRESETS
-        print_plan(cfg, model_lib.PRESETS[cfg.model] if preset else model_lib.read_config(cfg.model))
-        return
-
-    def run():
-        policy, before, after = train(cfg)
-        if model_lib.rank_world()[0] == 0:
-            print(f"diffu-GRPO done: held-out accuracy {before:.2%} -> {after:.2%}; checkpoint in {cfg.out}")
-
-    model_lib.run_command(run, cfg.out)
 
 
 if __name__ == "__main__":

@@ -29,11 +29,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import diffu_grpo
-import model as model_lib
 import sample
 import sft
 import tasks
-from model import option
+from model import ModelConfig, build, default_device, save
+from model_files import byte_tokenizer
+from runs import option, parse_config
 
 
 @dataclass
@@ -54,10 +55,10 @@ class ReproConfig:
     mu: int = option(4, "inner updates per batch of rollouts")
     quick: bool = option(False, "tiny budgets everywhere: checks the pipeline, not the result")
     out: str = option("runs/reproduce", "folder for checkpoints, results.json and rewards.png")
-    device: str = option(model_lib.default_device(), "cuda, mps or cpu")
+    device: str = option(default_device(), "cuda, mps or cpu")
 
 
-REPRO = model_lib.ModelConfig(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384)
+REPRO = ModelConfig(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384)
 QUICK = dict(n_test=32, n_val=16, pretrain_steps=20, sft_examples=16, sft_steps=10, rl_steps=2,
              prompts_per_step=4, num_generations=4, mu=1)
 ROWS = ("base", "sft", "diffu-grpo", "d1")
@@ -112,8 +113,8 @@ def run_task(name, seed, cfg, out):
     domain, sft_set, prompts, val, test = distributions(name, cfg, seed)
     folder = out / name / f"seed{seed}"
     init = folder / "init"
-    net = model_lib.build(REPRO if cfg.model == "repro" else cfg.model, seed=seed)
-    model_lib.save(net, init)
+    net = build(REPRO if cfg.model == "repro" else cfg.model, seed=seed)
+    save(net, init)
     common = dict(task=name, device=cfg.device, seed=seed, eval_every=0, n_eval=cfg.n_val)
     gen = dict(answer_length=16, gen_length=16, block_length=16, diffusion_steps=16, log_every=10 ** 9)
     base, _ = sft.train(sft.SFTConfig(model=str(init), steps=cfg.pretrain_steps, out=str(folder / "base"),
@@ -127,7 +128,7 @@ def run_task(name, seed, cfg, out):
     for row, start in (("diffu-grpo", "base"), ("d1", "sft")):
         models[row], _, _ = diffu_grpo.train(replace(rl, model=str(folder / start), out=str(folder / row)),
                                              prompts, val)
-    tokenizer = model_lib.byte_tokenizer()
+    tokenizer = byte_tokenizer()
     return {row: sample.evaluate(m, tokenizer, tasks.get_task(name), test, style="toy", gen_length=16, steps=16,
                                  block_length=16, batch_size=256)[0] for row, m in models.items()}
 
@@ -169,7 +170,7 @@ def plot(out, names, seeds):
 
 
 def main(argv=None):
-    cfg = model_lib.parse_config(ReproConfig, argv, __doc__.split("\n\n")[0])
+    cfg = parse_config(ReproConfig, argv, __doc__.split("\n\n")[0])
     if cfg.quick:
         cfg = replace(cfg, **QUICK)
     out, names = Path(cfg.out), cfg.tasks.split(",")

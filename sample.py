@@ -13,8 +13,8 @@ Committed tokens are never remasked.
     python sample.py --model path/to/LLaDA-8B-Instruct --prompt "What is 7*8?" --gen_length 128
     python sample.py --model runs/sft-toy --threshold 0.9 --cache prefix    # Fast-dLLM decoding (opt-in)
 
-At temperature 0 the tokens equal those of LLaDA's reference generate.py. Only the work that
-changes the result is done:
+`generate` is LLaDA's algorithm; at temperature 0 its tokens equal those of LLaDA's reference
+generate.py. Only the work that changes the result is done:
 1. Logits are computed for the current block only (the rest is never read; see exact_window for
    the one case where LLaDA's code also reads earlier positions).
 2. Gumbel noise (float64, as LLaDA) and the float64 softmax of the confidence are computed for the
@@ -22,10 +22,11 @@ changes the result is done:
 3. top-k runs batched over rows; all rows share one schedule, since every block starts fully masked.
 4. A step whose schedule commits no token (more steps than tokens) is skipped.
 
-Opt-in and off by default (then the tokens differ from LLaDA's): Fast-dLLM's (arXiv 2505.22618)
-confidence-threshold parallel decoding (`threshold`) and block-wise approximate KV cache (`cache`).
+`fast_generate`, beside it, adds Fast-dLLM's (arXiv 2505.22618) confidence-threshold parallel
+decoding (`threshold`) and block-wise approximate KV cache (`cache`) with the same step helpers;
+both are opt-in, and with both off its tokens are LLaDA's.
 
-Shapes: B batch, P prompt length, L block length, V vocabulary.
+Shapes: B batch, P prompt length, L block length (or window), V vocabulary.
 """
 import argparse
 import math
@@ -34,16 +35,30 @@ import sys
 import torch
 import torch.nn.functional as F
 
-import model as model_lib
 import tasks
+from model import PRESETS, KVCache, default_device, load_model
 
 REMASKING = ("low_confidence", "random")
+CACHES = ("none", "prefix", "dual")
 
+
+# ----------------------------------------------------------------------------- one step (Alg. 4-5)
 
 def transfer_schedule(n, steps):
     """Tokens to commit at each of `steps` steps for n masked tokens: n // steps each, and one more
     for the first n % steps steps (LLaDA's get_num_transfer_tokens; linear schedule, Eq. 8)."""
     return [n // steps + (1 if i < n % steps else 0) for i in range(steps)]
+
+
+def predict(model, x, attention_mask, positions, cfg_scale, prompt_index, mask_id):
+    """Logits at `positions`, with unsupervised classifier-free guidance when cfg_scale > 0:
+    u + (w + 1)(c - u), u from the same input with the prompt masked (LLaDA Eq. 16)."""
+    if cfg_scale == 0:
+        return model(x, attention_mask=attention_mask, logits_at=positions)  # (B, L, V)
+    un_x = x.masked_fill(prompt_index, mask_id)
+    am = None if attention_mask is None else torch.cat([attention_mask, attention_mask])
+    c, u = model(torch.cat([x, un_x]), attention_mask=am, logits_at=positions).chunk(2)
+    return u + (cfg_scale + 1) * (c - u)
 
 
 def sample_tokens(logits, temperature, generator=None):
@@ -67,21 +82,25 @@ def confidence(logits, x0, remasking, generator=None):
     return torch.rand(x0.shape, dtype=torch.float64, device=x0.device, generator=generator)
 
 
-def predict(model, x, attention_mask, positions, cfg_scale, prompt_index, mask_id):
-    """Logits at `positions`, with unsupervised classifier-free guidance when cfg_scale > 0:
-    u + (w + 1)(c - u), u from the same input with the prompt masked (LLaDA Eq. 16)."""
-    if cfg_scale == 0:
-        return model(x, attention_mask=attention_mask, logits_at=positions)  # (B, L, V)
-    un_x = x.masked_fill(prompt_index, mask_id)
-    am = None if attention_mask is None else torch.cat([attention_mask, attention_mask])
-    c, u = model(torch.cat([x, un_x]), attention_mask=am, logits_at=positions).chunk(2)
-    return u + (cfg_scale + 1) * (c - u)
+def commit(xw, x0, score, k, mask_id):
+    """Alg. 4/5's remasking, in place on the window xw (B, L) of the canvas: of the positions still
+    masked, the k with the highest score take their candidate x0; the others stay masked."""
+    score = score.masked_fill(xw != mask_id, -math.inf)  # committed tokens stay
+    chosen = score.topk(k, dim=-1).indices  # (B, k)
+    xw.scatter_(1, chosen, x0.gather(1, chosen))
 
 
-CACHES = ("none", "prefix", "dual")
+def exact_window(x, end, mask_id):
+    """The positions to predict: the current block, plus, as in LLaDA's code, any earlier position
+    that still holds [MASK] (the prompt's own masks, or a position where [MASK] itself was the
+    committed candidate: a trained model never predicts it, a random one can). A slice of columns."""
+    still_masked = (x[:, :end] == mask_id).any(0)  # (end,)
+    return slice(int(still_masked.int().argmax()), end)  # from the first masked column to the block end
 
 
-def check_settings(gen_length, steps, block_length, remasking, temperature, cfg_scale, threshold=None, cache="none"):
+# ----------------------------------------------------------------------------- LLaDA's reverse process
+
+def check_settings(gen_length, steps, block_length, remasking, temperature, cfg_scale):
     if gen_length <= 0 or block_length <= 0 or steps <= 0:
         raise ValueError(f"gen_length ({gen_length}), block_length ({block_length}) and steps ({steps}) "
                          f"must be positive")
@@ -94,6 +113,48 @@ def check_settings(gen_length, steps, block_length, remasking, temperature, cfg_
         raise ValueError(f"unknown remasking {remasking!r}; choose one of {', '.join(REMASKING)}")
     if temperature < 0 or cfg_scale < 0:
         raise ValueError(f"temperature ({temperature}) and cfg_scale ({cfg_scale}) must be >= 0")
+
+
+def masked_canvas(model, prompt, gen_length, mask_id, attention_mask):
+    """x = [prompt | gen_length x MASK] (B, P + gen_length) and its attention mask (the answer is real)."""
+    B, P = prompt.shape
+    if P + gen_length > model.config.max_seq_len:
+        raise ValueError(f"prompt ({P}) + gen_length ({gen_length}) exceeds the model's maximum "
+                         f"sequence length {model.config.max_seq_len}")
+    x = torch.cat([prompt, prompt.new_full((B, gen_length), mask_id)], dim=1)  # (B, P + gen_length)
+    if attention_mask is not None:
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(B, gen_length)], dim=1)
+    return x, attention_mask
+
+
+@torch.no_grad()
+def generate(model, prompt, *, gen_length, steps, block_length, temperature=0.0, cfg_scale=0.0,
+             remasking="low_confidence", mask_id, attention_mask=None, generator=None, on_step=None):
+    """LLaDA's reverse process (Sec. 2.4, App. A.3, App. B). prompt (B, P) ids, left-padded when rows
+    differ in length, with attention_mask (B, P) 0 on the padding. Returns (B, P + gen_length).
+    on_step(x) is called after each step (progress bars, --show)."""
+    check_settings(gen_length, steps, block_length, remasking, temperature, cfg_scale)
+    x, attention_mask = masked_canvas(model, prompt, gen_length, mask_id, attention_mask)
+    prompt_index = x != mask_id  # (B, P + gen_length), the answer is all masks
+    num_blocks = gen_length // block_length
+    schedule = transfer_schedule(block_length, steps // num_blocks)
+    for b in range(num_blocks):
+        end = prompt.shape[1] + (b + 1) * block_length  # the current block ends here
+        for k in schedule:
+            if k > 0:
+                window = exact_window(x, end, mask_id)
+                logits = predict(model, x, attention_mask, window, cfg_scale, prompt_index, mask_id)  # (B, L, V)
+                x0 = sample_tokens(logits, temperature, generator)  # (B, L)
+                score = confidence(logits, x0, remasking, generator)  # (B, L)
+                commit(x[:, window], x0, score, k, mask_id)
+            if on_step is not None:
+                on_step(x)
+    return x
+
+
+# ----------------------------------------------------------------------------- Fast-dLLM (opt-in)
+
+def check_fast_settings(threshold, cache, remasking, cfg_scale):
     if cache not in CACHES:
         raise ValueError(f"unknown cache {cache!r}; choose one of {', '.join(CACHES)}")
     if threshold is not None and not (0 < threshold <= 1 and remasking == "low_confidence"):
@@ -103,51 +164,43 @@ def check_settings(gen_length, steps, block_length, remasking, temperature, cfg_
 
 
 @torch.no_grad()
-def generate(model, prompt, *, gen_length, steps, block_length, temperature=0.0, cfg_scale=0.0,
-             remasking="low_confidence", mask_id, attention_mask=None, generator=None, on_step=None,
-             threshold=None, cache="none"):
-    """LLaDA's reverse process (Sec. 2.4, App. A.3, App. B). prompt (B, P) ids, left-padded when rows
-    differ in length, with attention_mask (B, P) 0 on the padding. Returns (B, P + gen_length).
-    on_step(x) is called after each step (progress bars, --show).
-
-    Two opt-in accelerations of Fast-dLLM (arXiv 2505.22618); with both off (the default) the tokens
-    are LLaDA's exactly:
+def fast_generate(model, prompt, *, gen_length, steps, block_length, temperature=0.0, cfg_scale=0.0,
+                  remasking="low_confidence", mask_id, attention_mask=None, generator=None, on_step=None,
+                  threshold=None, cache="none"):
+    """generate with Fast-dLLM's two accelerations (arXiv 2505.22618); with both off, LLaDA's tokens.
     threshold: confidence-aware parallel decoding (Sec. 3.3): each step also commits every candidate
-        of the block whose confidence is at least `threshold`; a block ends as soon as it is filled.
+        of the block whose confidence is at least `threshold`; a row's block ends as soon as it is
+        filled, and only the rows whose block is unfinished are computed.
     cache: "prefix" reuses the keys and values of the prompt and of finished blocks within a block
         (Sec. 3.2); "dual" also those of the masked blocks after it. A full pass refreshes the cache
         at each block's first step."""
-    check_settings(gen_length, steps, block_length, remasking, temperature, cfg_scale, threshold, cache)
-    B, P = prompt.shape
-    if P + gen_length > model.config.max_seq_len:
-        raise ValueError(f"prompt ({P}) + gen_length ({gen_length}) exceeds the model's maximum "
-                         f"sequence length {model.config.max_seq_len}")
-    x = torch.cat([prompt, prompt.new_full((B, gen_length), mask_id)], dim=1)  # (B, P + gen_length)
-    if attention_mask is not None:
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(B, gen_length)], dim=1)
-    prompt_index = x != mask_id  # (B, P + gen_length), the answer is all masks
+    check_settings(gen_length, steps, block_length, remasking, temperature, cfg_scale)
+    check_fast_settings(threshold, cache, remasking, cfg_scale)
+    x, attention_mask = masked_canvas(model, prompt, gen_length, mask_id, attention_mask)
+    prompt_index = x != mask_id
     num_blocks = gen_length // block_length
     schedule = transfer_schedule(block_length, steps // num_blocks)
     for b in range(num_blocks):
-        start, end = P + b * block_length, P + (b + 1) * block_length  # the current block
-        kv = None if cache == "none" else model_lib.KVCache()
+        start, end = prompt.shape[1] + b * block_length, prompt.shape[1] + (b + 1) * block_length
+        kv = None if cache == "none" else KVCache()
         for i, k in enumerate(schedule):
-            rows = None  # LLaDA's sampler steps every row alike
-            if threshold is not None:  # rows fill their block at their own pace: step only the unfinished ones
-                rows = unfinished_rows(x, start, end, mask_id)
-                if rows is not None and len(rows) == 0:
-                    break  # the block is filled in every row
+            rows = None if threshold is None else unfinished_rows(x, start, end, mask_id)
+            if rows is not None and len(rows) == 0:
+                break  # the block is filled in every row
             if k > 0 or threshold is not None:
-                xr = x if rows is None else x[rows]  # (B', T)
-                am = attention_mask if rows is None or attention_mask is None else attention_mask[rows]
+                xr, am = pick(x, rows), pick(attention_mask, rows)  # (B', T): the rows computed
                 if kv is None:
                     window = exact_window(xr, end, mask_id)
-                    pi = prompt_index if rows is None else prompt_index[rows]
-                    logits = predict(model, xr, am, window, cfg_scale, pi, mask_id)  # (B', L, V)
+                    logits = predict(model, xr, am, window, cfg_scale, pick(prompt_index, rows), mask_id)
                 else:
                     window = slice(start, end)
                     logits = cached_predict(model, xr, am, start, end, kv.rows(rows), cache, fresh=i == 0)
-                commit(xr, window, logits, k, temperature, remasking, threshold, mask_id, generator)
+                x0 = sample_tokens(logits, temperature, generator)  # (B', L)
+                score = confidence(logits, x0, remasking, generator)  # (B', L)
+                if threshold is None:
+                    commit(xr[:, window], x0, score, k, mask_id)
+                else:
+                    commit_confident(xr[:, window], x0, score, k, mask_id, threshold)
                 if rows is not None:
                     x[rows] = xr
             if on_step is not None:
@@ -155,18 +208,15 @@ def generate(model, prompt, *, gen_length, steps, block_length, temperature=0.0,
     return x
 
 
+def pick(t, rows):
+    """The rows of t (None: all of them; t None stays None)."""
+    return t if rows is None or t is None else t[rows]
+
+
 def unfinished_rows(x, start, end, mask_id):
     """Indices (B',) of the rows whose block [start, end) still holds a [MASK]; None when all do."""
     rows = (x[:, start:end] == mask_id).any(1).nonzero()[:, 0]  # (B',)
     return None if len(rows) == x.shape[0] else rows
-
-
-def exact_window(x, end, mask_id):
-    """The positions to predict: the current block, plus, as in LLaDA's code, any earlier position
-    that still holds [MASK] (the prompt's own masks, or a position where [MASK] itself was the
-    committed candidate: a trained model never predicts it, a random one can). A slice of columns."""
-    still_masked = (x[:, :end] == mask_id).any(0)  # (end,)
-    return slice(int(still_masked.int().argmax()), end)  # from the first masked column to the block end
 
 
 def cached_predict(model, x, attention_mask, start, end, kv, cache, fresh):
@@ -181,25 +231,17 @@ def cached_predict(model, x, attention_mask, start, end, kv, cache, fresh):
                  cache=kv, start=start)
 
 
-def commit(x, window, logits, k, temperature, remasking, threshold, mask_id, generator):
-    """One step of Alg. 4/5 on the candidates x[:, window] (in place): draw x0 at every position, then
-    commit the k most confident masked candidates (LLaDA), or with a threshold, every masked
-    candidate at least that confident and at least max(k, 1) of them (Fast-dLLM)."""
-    x0 = sample_tokens(logits, temperature, generator)  # (B, L)
-    score = confidence(logits, x0, remasking, generator)  # (B, L)
-    xw = x[:, window]  # (B, L), a view of x
+def commit_confident(xw, x0, score, k, mask_id, threshold):
+    """Fast-dLLM's parallel commit (Sec. 3.3), in place on the window xw (B, L): every masked candidate
+    whose score is at least `threshold`, and at least the max(k, 1) most confident ones."""
     masked = xw == mask_id
-    score = score.masked_fill(~masked, -math.inf)  # committed tokens stay
-    if threshold is None:
-        chosen = score.topk(k, dim=-1).indices  # (B, k)
-        xw.scatter_(1, chosen, x0.gather(1, chosen))
-        return
+    score = score.masked_fill(~masked, -math.inf)
     top = torch.zeros_like(masked).scatter_(1, score.topk(max(k, 1), dim=-1).indices, True)  # (B, L)
     take = (top | (score >= threshold)) & masked
     xw.copy_(torch.where(take, x0, xw))
 
 
-# ----------------------------------------------------------------------------- prompts and CLI
+# ----------------------------------------------------------------------------- prompts and evaluation
 
 def left_pad(rows, pad_id):
     """Token lists of different lengths -> (B, P) ids left-padded with pad_id, and the attention mask."""
@@ -216,8 +258,9 @@ def prompt_style(config):
 
 def encode_prompt(tokenizer, task, example, style, for_eval=False):
     """Token ids of a task's prompt: the compact toy format, or the chat format inside the model's
-    chat template (LLaDA-8B-Instruct). d1 evaluates chat models with its evaluation prompt (it asks
-    for \\boxed{}) and pre-fills the answer with "<reasoning>" (PAPERS.md Part 4, item 10)."""
+    chat template (LLaDA-8B-Instruct). d1 evaluates chat models with its evaluation prompt, which also
+    asks for \\boxed{}, and pre-fills the answer with "<reasoning>" (d1's evaluation code; the paper's
+    Sec. 4 gives the protocol, not the prompt)."""
     if for_eval and style == "chat":
         return tokenizer.encode(tokenizer.chat(task.prompt(example, "chat_eval")) + tasks.EVAL_PREFILL)
     return tokenizer.encode(tokenizer.chat(task.prompt(example, style)))
@@ -231,13 +274,14 @@ def prompt_batch(tokenizer, task, examples, style, device="cpu", for_eval=False)
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, task, examples, *, style, gen_length, steps, block_length, batch_size=64,
-             progress=False, threshold=None, cache="none"):
+def evaluate(model, tokenizer, task, examples, *, style, batch_size=64, progress=False, **decoding):
     """Greedy held-out accuracy, d1's protocol (Sec. 4): generate at temperature 0, score each answer
     with the task's scorer, average the scores (for Sudoku, the fraction of blanks right).
-    threshold and cache: the opt-in Fast-dLLM decoding of generate (bench.py measures its accuracy).
+    decoding: generate's settings (gen_length, steps, block_length); with Fast-dLLM's threshold or
+    cache among them, fast_generate decodes (bench.py measures its accuracy).
     Returns (accuracy, [(text, score), ...])."""
     from tqdm import tqdm
+    decode = fast_generate if {"threshold", "cache"} & decoding.keys() else generate
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -245,23 +289,14 @@ def evaluate(model, tokenizer, task, examples, *, style, gen_length, steps, bloc
     for i in tqdm(range(0, len(examples), batch_size), desc="evaluating", disable=not progress, leave=False):
         chunk = examples[i:i + batch_size]
         ids, mask = prompt_batch(tokenizer, task, chunk, style, device, for_eval=True)
-        out = generate(model, ids, gen_length=gen_length, steps=steps, block_length=block_length,
-                       mask_id=tokenizer.mask_id, attention_mask=mask, threshold=threshold, cache=cache)
+        out = decode(model, ids, mask_id=tokenizer.mask_id, attention_mask=mask, **decoding)
         texts = [tokenizer.decode(row) for row in out[:, ids.shape[1]:].tolist()]
         results += [(text, task.score(text, ex, style=style)[0]) for text, ex in zip(texts, chunk)]
     model.train(was_training)
     return sum(s for _, s in results) / max(len(results), 1), results
 
 
-def held_out_accuracy(model, tokenizer, task, examples, *, style, gen_length, steps, block_length):
-    """evaluate's accuracy for a training script; under torchrun each process scores every world-th
-    example and the scores are summed over the processes."""
-    rank, world = model_lib.rank_world()
-    _, results = evaluate(model, tokenizer, task, examples[rank::world], style=style, gen_length=gen_length,
-                          steps=steps, block_length=block_length, progress=rank == 0)
-    total, n = model_lib.all_reduce_sum([sum(s for _, s in results), len(results)])
-    return total / max(n, 1)
-
+# ----------------------------------------------------------------------------- command line
 
 def render(tokenizer, ids):
     """The answer as text, a masked position shown as '_' (for --show)."""
@@ -271,7 +306,7 @@ def render(tokenizer, ids):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Generate with a masked diffusion LM (LLaDA's reverse process).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="toy", help=f"a preset ({', '.join(model_lib.PRESETS)}; random weights) "
+    p.add_argument("--model", default="toy", help=f"a preset ({', '.join(PRESETS)}; random weights) "
                                                   "or a checkpoint folder in LLaDA's Hugging Face layout")
     p.add_argument("--prompt", default="sudoku 3102200002100320\n", help="the prompt text")
     p.add_argument("--gen_length", type=int, default=32, help="answer length in tokens")
@@ -285,7 +320,7 @@ def parse_args(argv=None):
     p.add_argument("--cache", default="none", choices=CACHES,
                    help="Fast-dLLM approximate KV cache: prefix, or dual (prefix and masked suffix)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of preset weights)")
-    p.add_argument("--device", default=model_lib.default_device())
+    p.add_argument("--device", default=default_device())
     p.add_argument("--show", action="store_true", help="print the answer after every step as it is unmasked")
     return p.parse_args(argv)
 
@@ -294,9 +329,9 @@ def main(argv=None):
     from tqdm import tqdm
     args = parse_args(argv)
     try:
-        model, tokenizer = model_lib.load_model(args.model, device=args.device, seed=args.seed)
-        check_settings(args.gen_length, args.steps, args.block_length, args.remasking, args.temperature, args.cfg_scale,
-                       args.threshold, args.cache)
+        model, tokenizer = load_model(args.model, device=args.device, seed=args.seed)
+        check_settings(args.gen_length, args.steps, args.block_length, args.remasking, args.temperature, args.cfg_scale)
+        check_fast_settings(args.threshold, args.cache, args.remasking, args.cfg_scale)
     except (ValueError, FileNotFoundError, ImportError) as e:
         sys.exit(f"error: {e}")
     prompt = torch.tensor([tokenizer.encode(tokenizer.chat(args.prompt))], device=args.device)
@@ -311,11 +346,13 @@ def main(argv=None):
         if args.show:
             print(f"{step:4d} | {render(tokenizer, x[0, P:])}")
 
-    generator = torch.Generator(args.device).manual_seed(args.seed)
-    out = generate(model, prompt, gen_length=args.gen_length, steps=args.steps, block_length=args.block_length,
-                   temperature=args.temperature, cfg_scale=args.cfg_scale, remasking=args.remasking,
-                   mask_id=tokenizer.mask_id, generator=generator, on_step=on_step, threshold=args.threshold,
-                   cache=args.cache)
+    kw = dict(gen_length=args.gen_length, steps=args.steps, block_length=args.block_length,
+              temperature=args.temperature, cfg_scale=args.cfg_scale, remasking=args.remasking,
+              mask_id=tokenizer.mask_id, generator=torch.Generator(args.device).manual_seed(args.seed), on_step=on_step)
+    if args.threshold is None and args.cache == "none":
+        out = generate(model, prompt, **kw)
+    else:
+        out = fast_generate(model, prompt, threshold=args.threshold, cache=args.cache, **kw)
     bar.close()
     print(tokenizer.decode(out[0, P:].tolist()))
 

@@ -25,27 +25,24 @@ Departures:
 4. A row longer than the model's maximum sequence length is cut there, losing the end of its answer
    (d1 trains on s1K at sequence length 4096, LLaDA-8B's maximum).
 
-Several processes (torchrun, one GPU each): every process draws the same whole batch and the same
-masks from the seeded generator and computes the loss of its own rows (model.shard), divided by the
-whole batch's normaliser; the gradients are summed over processes (model.all_reduce_grads), so a
-step equals a single-process step on the same batch. Only rank 0 logs and writes files. A checkpoint
-(model.save_checkpoint) holds the trained parameters, the optimizer, the step and the generator's
-state, which is also the data position (batches are drawn with replacement from it); `--resume`
-continues from the newest, and Ctrl-C stops after the step in progress with a checkpoint.
+Several processes (torchrun, one GPU each): every process draws the same whole batch and masks and
+computes the loss of its own rows over the whole batch's normaliser (sft_step); runs.py holds the
+rest of the plumbing (gradient sum, checkpoints, --resume, Ctrl-C, the log).
 """
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-import model as model_lib
-import sample
 import tasks
-from model import option
+from model import config_and_tokenizer, default_device
+from runs import (Run, all_reduce_sum, apply_gradients, check_prompt_room, option, parse_config, rank_world,
+                  run_command, share)
+from sample import check_settings, encode_prompt, prompt_style
 
 
 @dataclass
@@ -79,11 +76,11 @@ class SFTConfig:
     save_every: int = option(100, "write a resumable checkpoint every this many steps (also at the end, on Ctrl-C)")
     resume: bool = option(False, "continue the run in --out from its newest checkpoint (--steps may grow)")
     seed: int = option(0, "seed of the weights, the data order and the masks")
-    device: str = option(model_lib.default_device(), "cuda, mps or cpu")
+    device: str = option(default_device(), "cuda, mps or cpu")
 
 
-# d1's settings for LLaDA-8B (PAPERS.md 2.6): lr 1e-5, wd 0.1, clip 1.0, sequence length 4096,
-# LoRA r 128, alpha 256, dropout 0.05 on q, k, v; rows padded to 4096 tokens.
+# d1's SFT settings for LLaDA-8B (d1 Sec. 3.3 and 4: s1K, sequence length 4096; the rest from its released
+# SFT code): lr 1e-5, wd 0.1, clip 1.0, LoRA r 128, alpha 256, dropout 0.05 on q, k, v; rows padded to 4096.
 MODEL_DEFAULTS = {"llada-8b": dict(task="s1k", lr=1e-5, warmup=0, grad_clip=1.0, batch_size=1, steps=2500,
                                    answer_length=3840, gen_length=256, block_length=32, diffusion_steps=128,
                                    norm="batch", lora_r=128, lora_alpha=256.0, lora_dropout=0.05, grad_ckpt=True,
@@ -122,20 +119,19 @@ def forward_process(ids, prompt_len, mask_id, eps=1e-3, generator=None):
     return ids.masked_fill(masked.to(ids.device), mask_id), masked.to(ids.device), t.to(ids.device)
 
 
-def sft_loss(model, ids, prompt_len, mask_id, eps=1e-3, norm="sequence", generator=None, rows=slice(None)):
-    """Eq. 5 / Alg. 2: sum over masked answer tokens of CE / t, over the answer length.
-    Returns (loss, unscaled loss = mean CE over masked tokens, number of masked tokens).
-
-    The noise is drawn for the whole batch, but the loss is that of `rows` alone, divided by the
-    whole batch's normaliser: the losses of all processes' rows (torchrun) add up to the batch's."""
-    noisy, masked, t = forward_process(ids, prompt_len, mask_id, eps, generator)
-    answer_len = (ids.shape[1] - prompt_len).to(ids.device).float()  # (B,) includes the EOS padding
-    whole = ids.shape[0] if norm == "sequence" else answer_len.sum()  # the whole batch's normaliser
-    ids, noisy, masked, t, answer_len = ids[rows], noisy[rows], masked[rows], t[rows], answer_len[rows]
-    logits = model(noisy, logits_at=masked)  # (N, V): only the masked positions
-    ce = F.cross_entropy(logits.float(), ids[masked], reduction="none")  # (N,)
+def sft_loss(model, x0, xt, masked, t, answer_len, norm="sequence", whole=None):
+    """Eq. 5 / Alg. 2 on a batch noised by forward_process: the sum over masked answer tokens of CE / t,
+    over the answer length. x0 (B, T) clean ids, xt (B, T) noisy ids, masked (B, T), t (B,), answer_len
+    (B,) including the EOS padding. The mean is over the batch's sequences (norm "sequence") or its
+    answer tokens ("batch"); whole replaces that count, so that the losses of the shares of a batch
+    split over processes add up to the batch's. Returns (loss, unscaled loss = mean CE over masked
+    tokens, number of masked tokens)."""
+    if whole is None:
+        whole = x0.shape[0] if norm == "sequence" else answer_len.sum()
+    logits = model(xt, logits_at=masked)  # (N, V): only the masked positions
+    ce = F.cross_entropy(logits.float(), x0[masked], reduction="none")  # (N,)
     row = masked.nonzero()[:, 0]  # (N,) the sequence of each masked token
-    weighted = torch.zeros(ids.shape[0], device=ids.device).index_add_(0, row, ce / t[row])  # (b,)
+    weighted = torch.zeros(x0.shape[0], device=x0.device).index_add_(0, row, ce / t[row])  # (B,)
     loss = (weighted / answer_len if norm == "sequence" else weighted).sum() / whole
     n = int(masked.sum())
     return loss, ce.sum() / max(n, 1), n
@@ -180,7 +176,7 @@ def s1k_pairs(tokenizer, records):
 def task_pairs(tokenizer, task, examples, style):
     """(prompt ids, answer ids) of a task's worked solutions; chat answers end with end-of-turn."""
     eot = [tokenizer.eot_id] if style == "chat" else []
-    return [(sample.encode_prompt(tokenizer, task, ex, style), tokenizer.encode(task.target(ex, style)) + eot)
+    return [(encode_prompt(tokenizer, task, ex, style), tokenizer.encode(task.target(ex, style)) + eot)
             for ex in examples]
 
 
@@ -188,6 +184,8 @@ def task_pairs(tokenizer, task, examples, style):
 
 def lr_at(step, cfg):
     return cfg.lr * min(1.0, step / max(cfg.warmup, 1))
+
+
 
 
 def setup(cfg, world=1):
@@ -201,41 +199,55 @@ def setup(cfg, world=1):
         raise ValueError(f"unknown task {cfg.task!r}; known tasks: {', '.join(tasks.TASKS)}, s1k")
     task = None if cfg.task == "s1k" else tasks.get_task(cfg.task)
     if task:
-        sample.check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", 0.0, 0.0)
+        check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", 0.0, 0.0)
     if cfg.batch_size < world:
         raise ValueError(f"--batch_size {cfg.batch_size} is smaller than the number of processes ({world}): "
                          f"raise it or start fewer processes")
-    mcfg, tokenizer = model_lib.config_and_tokenizer(cfg.model)
+    mcfg, tokenizer = config_and_tokenizer(cfg.model)
     return task, mcfg, tokenizer
 
 
-def check_lengths(pairs, test_prompts, cfg, max_seq_len):
-    """Every training prompt must leave room for an answer, every held-out prompt for gen_length tokens."""
+def training_data(cfg, task, tokenizer, style, max_seq_len, train_examples=None, test_examples=None):
+    """The (prompt ids, answer ids) pairs to train on and the held-out examples: s1K's records, or a
+    task's worked solutions (example lists, when given, replace the task's data). Every training
+    prompt must leave room for an answer, every held-out prompt for gen_length tokens."""
+    if task is None:
+        pairs, test = s1k_pairs(tokenizer, s1k_records(cfg.data)), []
+    else:
+        train_examples = train_examples or tasks.examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
+        pairs = task_pairs(tokenizer, task, train_examples, style)
+        test = (test_examples or tasks.examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
     longest = max(len(p) for p, _ in pairs)
     if longest >= max_seq_len:
         raise ValueError(f"the longest training prompt has {longest} tokens: no room for an answer within the "
                          f"model's maximum sequence length {max_seq_len}; leave out prompts that long")
-    model_lib.check_prompt_room(test_prompts, cfg.gen_length, "--gen_length", max_seq_len, "held-out")
+    test_prompts = [encode_prompt(tokenizer, task, ex, style, for_eval=True) for ex in test]
+    check_prompt_room(test_prompts, cfg.gen_length, "--gen_length", max_seq_len, "held-out")
+    return pairs, test
 
 
 def sft_step(net, opt, params, tokenizer, pairs, cfg, g, step):
     """One optimiser step on cfg.batch_size pairs drawn from g (with replacement). Under torchrun every
-    process draws the same batch and masks and computes the loss of its own rows; the gradients are
-    summed. Returns the log record and the batch's token count."""
-    rank, world = model_lib.rank_world()
+    process draws the same batch and masks and computes the loss of its own rows over the whole
+    batch's normaliser; the gradients are summed. Returns the log record and the batch's token count."""
     batch = [pairs[i] for i in torch.randint(len(pairs), (cfg.batch_size,), generator=g).tolist()]
     ids, prompt_len = pad_answers(tokenizer, batch, cfg.answer_length, net.config.max_seq_len)  # (B, T)
+    ids = ids.to(cfg.device)
     for group in opt.param_groups:
         group["lr"] = lr_at(step, cfg)
+    noisy, masked, t = forward_process(ids, prompt_len, tokenizer.mask_id, cfg.eps, g)  # the whole batch's
+    answer_len = (ids.shape[1] - prompt_len).to(ids.device).float()  # (B,) includes the EOS padding
+    whole = cfg.batch_size if cfg.norm == "sequence" else answer_len.sum()  # the whole batch's normaliser
+    rows = share(cfg.batch_size, *rank_world())  # this process's rows
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(cfg.device).type == "cuda"):
-        loss, unscaled, n = sft_loss(net, ids.to(cfg.device), prompt_len, tokenizer.mask_id, cfg.eps, cfg.norm, g,
-                                     rows=model_lib.shard(cfg.batch_size, rank, world))
-    total, ce, n = model_lib.all_reduce_sum([loss.item(), unscaled.item() * n, n])  # the whole batch's
+        loss, unscaled, n = sft_loss(net, ids[rows], noisy[rows], masked[rows], t[rows], answer_len[rows], cfg.norm,
+                                     whole)
+    total, ce, n = all_reduce_sum([loss.item(), unscaled.item() * n, n])  # the whole batch's
     if not math.isfinite(total):
         raise FloatingPointError(f"loss is {total}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    model_lib.apply_gradients(opt, params, cfg.grad_clip)
+    apply_gradients(opt, params, cfg.grad_clip)
     return dict(step=step, loss=total, unscaled=ce / max(n, 1), lr=lr_at(step, cfg)), ids.numel()
 
 
@@ -244,84 +256,38 @@ def train(cfg, train_examples=None, test_examples=None):
     replace the task's data (reproduce.py builds its own distributions). Under torchrun, every
     process calls this. Ctrl-C stops after the step in progress, writes a checkpoint and raises
     KeyboardInterrupt; a non-finite loss raises FloatingPointError and writes nothing."""
-    from tqdm import tqdm
-    rank, world, cfg.device = model_lib.init_distributed(cfg.device)
-    task, mcfg, tokenizer = setup(cfg, world)
-    style = sample.prompt_style(mcfg)
-    if task is None:
-        test, pairs = [], s1k_pairs(tokenizer, s1k_records(cfg.data))
-    else:
-        train_examples = train_examples or tasks.examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
-        pairs = task_pairs(tokenizer, task, train_examples, style)
-        test = (test_examples or tasks.examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
-    check_lengths(pairs, [sample.encode_prompt(tokenizer, task, ex, style, for_eval=True) for ex in test], cfg,
-                  mcfg.max_seq_len)
-    out = Path(cfg.out)
-    resume = model_lib.resume_point(out, asdict(cfg), mcfg, RESUME_MAY_CHANGE) if cfg.resume else None
-    net, tokenizer = model_lib.load_model(cfg.model, device=cfg.device, seed=cfg.seed)
-    params = model_lib.prepare_for_training(net, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
-                                            cfg.grad_ckpt, cfg.seed)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    g = torch.Generator().manual_seed(cfg.seed)  # data order and masks: the same on every process
-    start, acc = 0, None
-    if resume:
-        path, run = resume
-        model_lib.load_checkpoint(path, net, opt, dict(g=g))
-        start, acc = run["step"], run["metrics"]["accuracy"]
-    write = tqdm.write if rank == 0 else (lambda line: None)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        log = model_lib.open_log(out / "log.jsonl", start)
-        if resume:
-            write(f"resuming from {resume[0]} (step {start})")
-
-    def checkpoint(step):
-        run = dict(config=asdict(cfg), model_config=asdict(mcfg), metrics=dict(accuracy=acc))
-        return model_lib.save_checkpoint(out, step, net, opt, dict(g=g), run)
-
-    net.train()
-    t0, tokens = time.time(), 0
-    with model_lib.StopOnCtrlC() as ctrl_c:
-        bar = tqdm(range(start + 1, cfg.steps + 1), desc="sft", disable=rank != 0)
-        for step in bar:
-            try:
-                record, n_tokens = sft_step(net, opt, params, tokenizer, pairs, cfg, g, step)
-            except FloatingPointError as e:
-                raise model_lib.not_finite(e, step, out) from None
+    with Run(cfg, "sft", "sft_config.json", RESUME_MAY_CHANGE) as run:
+        task, mcfg, tokenizer = setup(cfg, run.world)
+        style = prompt_style(mcfg)
+        pairs, test = training_data(cfg, task, tokenizer, style, mcfg.max_seq_len, train_examples, test_examples)
+        run.check_resume(mcfg)
+        net, tokenizer, params = run.load_model()  # LoRA and gradient checkpointing as cfg says
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+        g = torch.Generator().manual_seed(cfg.seed)  # data order and masks: the same on every process
+        run.begin(net, opt, tokenizer, dict(g=g), held_out=(task, test, style) if task else None)
+        net.train()
+        t0, tokens = time.time(), 0
+        for step in run.steps(show="loss"):
+            record, n_tokens = sft_step(net, opt, params, tokenizer, pairs, cfg, g, step)
             tokens += n_tokens
-            bar.set_postfix(loss=f"{record['loss']:.3f}")
+            line = None
             if step % cfg.log_every == 0 or step == cfg.steps:
                 dt = time.time() - t0
-                record.update(tokens_per_s=tokens / dt, seqs_per_s=(step - start) * cfg.batch_size / dt)
-                write(f"step {step:5d} | loss {record['loss']:.4f} | unscaled {record['unscaled']:.4f} | "
-                      f"{record['tokens_per_s']:.0f} tok/s")
-            if task and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-                acc = record["accuracy"] = sample.held_out_accuracy(
-                    net, tokenizer, task, test, style=style, gen_length=cfg.gen_length, steps=cfg.diffusion_steps,
-                    block_length=cfg.block_length)
-                write(f"step {step:5d} | held-out accuracy {acc:.2%} ({len(test)} examples)")
-                if rank == 0:
-                    model_lib.save(net, out, tokenizer)
-            if rank == 0:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            ctrl_c.after_step(step, cfg.steps, cfg.save_every, checkpoint)
-    if rank == 0:
-        model_lib.save(net, out, tokenizer)
-        (out / "sft_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-        log.close()
-    return net, acc
+                record.update(tokens_per_s=tokens / dt, seqs_per_s=(step - run.start) * cfg.batch_size / dt)
+                line = f"loss {record['loss']:.4f} | unscaled {record['unscaled']:.4f} | {record['tokens_per_s']:.0f} tok/s"
+            run.log(record, line)
+    return net, run.metrics["accuracy"]
 
 
 def main(argv=None):
-    cfg = model_lib.parse_config(SFTConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS)
+    cfg = parse_config(SFTConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS)
 
     def run():
         net, acc = train(cfg)
-        if model_lib.rank_world()[0] == 0:
+        if rank_world()[0] == 0:
             print(f"SFT done: checkpoint in {cfg.out}" + (f", held-out accuracy {acc:.2%}" if acc is not None else ""))
 
-    model_lib.run_command(run, cfg.out)
+    run_command(run, cfg.out)
 
 
 if __name__ == "__main__":

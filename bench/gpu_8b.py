@@ -35,12 +35,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import diffu_grpo  # noqa: E402
-import model as model_lib  # noqa: E402
 import sample  # noqa: E402
+from model import PRESETS, ModelConfig, Transformer, prepare_for_training  # noqa: E402
 
-TINY = model_lib.ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden=128, vocab_size=320,
-                             max_seq_len=512, mask_id=300, eos_id=301, eot_id=302, tokenizer="bytes")
-CONFIGS = {"llada-8b": model_lib.PRESETS["llada-8b"], "tiny": TINY}
+TINY = ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden=128, vocab_size=320,
+                   max_seq_len=512, mask_id=300, eos_id=301, eot_id=302, tokenizer="bytes")
+CONFIGS = {"llada-8b": PRESETS["llada-8b"], "tiny": TINY}
 # every size of the run; llada-8b's are d1's (per-GPU micro batch 6 = one prompt x 6 generations)
 SIZES = {"llada-8b": dict(batch=6, prompt=200, gen_length=256, steps=128, block=32, mu=12, lora_r=128,
                           lora_alpha=64.0, max_id=126000),
@@ -87,7 +87,7 @@ def build(cfg, device, seed):
     """The model on the meta device, allocated in bf16 on `device`, initialised there (seeded)."""
     t0 = time.perf_counter()
     with torch.device("meta"):
-        net = model_lib.Transformer(cfg)
+        net = Transformer(cfg)
     net = net.to(dtype=torch.bfloat16).to_empty(device=device)
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -176,7 +176,7 @@ def grpo_config(s, device, seed):
 
 def bench_grpo(net, s, device, seed):
     cfg = grpo_config(s, device, seed)
-    params = model_lib.prepare_for_training(net, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
+    params = prepare_for_training(net, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
                                             cfg.grad_ckpt, seed)
     ref = diffu_grpo.reference_policy(net, lora=True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)

@@ -63,7 +63,7 @@ def test_llada_8b_sizes_are_d1s():
     assert cfg.prompts_per_step == 1 and cfg.temperature == 0.9 and cfg.device == "cuda"
     s = bench.SIZES["llada-8b"]
     assert (s["batch"], s["prompt"] + s["gen_length"]) == (6, 456)
-    assert bench.CONFIGS["llada-8b"] == bench.model_lib.PRESETS["llada-8b"]
+    assert bench.CONFIGS["llada-8b"] == bench.PRESETS["llada-8b"]
 
 
 def test_out_of_memory_is_reported_and_not_raised():

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 import diffu_grpo as dg
 import grpo_worker
 import model
+import runs
 import sft
 import tasks
 from conftest import read_log
@@ -78,7 +79,7 @@ def test_diffu_grpo_ctrl_c_then_resume_equals_an_uninterrupted_run(tiny_folder, 
         ctrl_c_after(dg, "train_step", 2, m)
         with pytest.raises(SystemExit):
             dg.main(grpo_args(tiny_folder, tmp_path / "cut", *steps))
-    assert model.latest_checkpoint(tmp_path / "cut").name == "checkpoint-000002"
+    assert runs.latest_checkpoint(tmp_path / "cut").name == "checkpoint-000002"
     dg.main(grpo_args(tiny_folder, tmp_path / "cut", *steps, "--resume"))
     whole, cut = read_log(tmp_path / "whole"), read_log(tmp_path / "cut")
     assert_same_logs(whole, cut)
@@ -99,7 +100,7 @@ def test_a_kill_during_a_save_keeps_the_previous_checkpoint(tiny_folder, tmp_pat
         with pytest.raises(SystemExit, match="killed"):
             sft.main(sft_args(tiny_folder, out, "--steps", "6", "--save_every", "2"))
     assert (out / "checkpoint-000004.tmp").is_dir()  # the unfinished save
-    assert model.latest_checkpoint(out).name == "checkpoint-000002"
+    assert runs.latest_checkpoint(out).name == "checkpoint-000002"
     sft.main(sft_args(tiny_folder, out, "--steps", "6", "--save_every", "2", "--resume"))
     assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4, 5, 6]
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-000006"]  # older ones and the .tmp removed
@@ -118,7 +119,7 @@ def test_sft_nan_loss_names_the_step_and_keeps_the_last_good_checkpoint(tiny_fol
     message = str(e.value.code)
     assert message.startswith("error: loss is nan at step 3") and "checkpoint-000002" in message
     assert "\n" not in message
-    last = model.latest_checkpoint(tmp_path / "run")
+    last = runs.latest_checkpoint(tmp_path / "run")
     assert last.name == "checkpoint-000002" and json.loads((last / "run.json").read_text())["step"] == 2
 
 
@@ -134,7 +135,7 @@ def test_diffu_grpo_nan_loss_names_the_step_and_keeps_the_last_good_checkpoint(t
     with pytest.raises(SystemExit) as e:
         dg.main(grpo_args(tiny_folder, tmp_path / "run", "--steps", "4", "--save_every", "1"))
     assert str(e.value.code).startswith("error: loss is nan at step 3") and "checkpoint-000002" in str(e.value.code)
-    assert model.latest_checkpoint(tmp_path / "run").name == "checkpoint-000002"
+    assert runs.latest_checkpoint(tmp_path / "run").name == "checkpoint-000002"
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings(tiny_folder, tmp_path, monkeypatch):
@@ -144,7 +145,7 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tiny_folder, tmp_path, mo
         sft.main(sft_args(tiny_folder, out, "--steps", "4", "--resume", "--lr", "0.002", "--lora_r", "4"))
     model.save(model.build(model.ModelConfig(d_model=64, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64,
                                              max_seq_len=64)), tiny_folder)  # another architecture, same folder
-    monkeypatch.setattr(model, "load_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
+    monkeypatch.setattr(runs, "load_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
     with pytest.raises(SystemExit, match="model d_model 32 there, 64 now"):
         sft.main(sft_args(tiny_folder, out, "--steps", "4", "--resume"))
     with pytest.raises(SystemExit, match="holds no checkpoint"):

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 import diffu_grpo as dg
 import grpo_worker
 import model
+import runs
 import sft
 import tasks
 from conftest import read_log
@@ -35,7 +36,7 @@ def assert_same_weights(a, b, start):
 def test_shards_make_the_whole_batch():
     for n in range(1, 12):
         for world in range(1, n + 1):
-            rows = [i for r in range(world) for i in range(n)[model.shard(n, r, world)]]
+            rows = [i for r in range(world) for i in range(n)[runs.share(n, r, world)]]
             assert rows == list(range(n))
 
 

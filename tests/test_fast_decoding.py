@@ -1,4 +1,4 @@
-"""Opt-in Fast-dLLM decoding (sample.generate's threshold and cache): exact where it must be,
+"""Opt-in Fast-dLLM decoding (sample.fast_generate's threshold and cache): exact where it must be,
 valid completions and fewer computed positions where it approximates."""
 import pytest
 import torch
@@ -53,14 +53,14 @@ def test_one_step_per_block_with_a_cache_is_exact(tiny, cache):
     """Each block's first step is a full pass, so with one step per block the cache changes nothing."""
     prompt = prompt_ids(3, 6, seed=7)
     kw = dict(gen_length=24, steps=3, block_length=8, mask_id=MASK)
-    assert torch.equal(sample.generate(tiny, prompt, cache=cache, **kw), sample.generate(tiny, prompt, **kw))
+    assert torch.equal(sample.fast_generate(tiny, prompt, cache=cache, **kw), sample.generate(tiny, prompt, **kw))
 
 
 def test_a_threshold_no_candidate_reaches_commits_the_schedule(tiny):
     """threshold 1.0 is met by no candidate of a random model: exactly LLaDA's k per step."""
     prompt = prompt_ids(3, 6, seed=8)
     kw = dict(gen_length=24, steps=12, block_length=8, mask_id=MASK)
-    assert torch.equal(sample.generate(tiny, prompt, threshold=1.0, **kw), sample.generate(tiny, prompt, **kw))
+    assert torch.equal(sample.fast_generate(tiny, prompt, threshold=1.0, **kw), sample.generate(tiny, prompt, **kw))
 
 
 @pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
@@ -68,7 +68,7 @@ def test_threshold_decoding_gives_valid_completions_in_fewer_steps(tiny, cache):
     P, gen_length, block_length = 6, 24, 8
     prompt = prompt_ids(2, P, seed=9)
     out, states = trace(NeverMask(tiny), prompt, gen_length=gen_length, steps=gen_length, block_length=block_length,
-                        mask_id=MASK, threshold=0.02, cache=cache)
+                        mask_id=MASK, threshold=0.02, cache=cache, decode=sample.fast_generate)
     assert torch.equal(out[:, :P], prompt)  # the prompt never changes
     assert not (out == MASK).any() and out.max() < tiny.config.vocab_size  # every answer token is a real token
     assert len(states) < gen_length  # several tokens in some steps (a random model's top-1 is ~1/V likely)
@@ -88,7 +88,8 @@ def test_the_cache_computes_only_the_block_after_its_first_step(tiny, cache, per
     P, L, G, steps = 6, 8, 24, 12
     m = NeverMask(tiny)
     seen = count_positions(m)
-    sample.generate(m, prompt_ids(1, P, seed=2), gen_length=G, steps=steps, block_length=L, mask_id=MASK, cache=cache)
+    sample.fast_generate(m, prompt_ids(1, P, seed=2), gen_length=G, steps=steps, block_length=L, mask_id=MASK,
+                         cache=cache)
     per_block = steps // (G // L)
     expected = []
     for b in range(G // L):
@@ -99,13 +100,13 @@ def test_the_cache_computes_only_the_block_after_its_first_step(tiny, cache, per
 def test_bad_fast_decoding_settings_fail_clearly(tiny):
     kw = dict(gen_length=8, steps=8, block_length=8, mask_id=MASK)
     with pytest.raises(ValueError, match="unknown cache"):
-        sample.generate(tiny, prompt_ids(1, 4), cache="full", **kw)
+        sample.fast_generate(tiny, prompt_ids(1, 4), cache="full", **kw)
     with pytest.raises(ValueError, match="threshold"):
-        sample.generate(tiny, prompt_ids(1, 4), threshold=1.5, **kw)
+        sample.fast_generate(tiny, prompt_ids(1, 4), threshold=1.5, **kw)
     with pytest.raises(ValueError, match="threshold"):
-        sample.generate(tiny, prompt_ids(1, 4), threshold=0.9, remasking="random", **kw)
+        sample.fast_generate(tiny, prompt_ids(1, 4), threshold=0.9, remasking="random", **kw)
     with pytest.raises(ValueError, match="classifier-free guidance"):
-        sample.generate(tiny, prompt_ids(1, 4), cache="dual", cfg_scale=1.0, **kw)
+        sample.fast_generate(tiny, prompt_ids(1, 4), cache="dual", cfg_scale=1.0, **kw)
 
 
 @pytest.mark.parametrize("cache", ["none", "dual"])
@@ -116,7 +117,7 @@ def test_rows_that_fill_their_block_early_do_not_change_the_others(tiny, cache):
     kw = dict(gen_length=16, steps=16, block_length=8, mask_id=MASK, threshold=0.02, cache=cache)
     m = NeverMask(tiny)
     seen = count_positions(m)
-    batch = sample.generate(m, prompt, **kw)
+    batch = sample.fast_generate(m, prompt, **kw)
     assert len(set(seen[1:])) > 1  # some steps computed fewer rows
     for i in range(4):
-        assert torch.equal(batch[i], sample.generate(NeverMask(tiny), prompt[i:i + 1], **kw)[0])
+        assert torch.equal(batch[i], sample.fast_generate(NeverMask(tiny), prompt[i:i + 1], **kw)[0])

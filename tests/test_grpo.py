@@ -10,9 +10,9 @@ MASK = 300
 def test_prompt_masking_rate_is_p_mask():
     prompt = torch.randint(0, 300, (200, 100))
     g = torch.Generator().manual_seed(0)
-    rates = [(dg.mask_prompt(prompt, 0.15, MASK, g) == MASK).float().mean().item() for _ in range(10)]
+    rates = [(dg.mask_prompt(prompt, 0.15, MASK, torch.rand(prompt.shape, generator=g)) == MASK).float().mean().item() for _ in range(10)]
     assert abs(sum(rates) / 10 - 0.15) < 0.005  # 200,000 draws: ~6 standard errors
-    a, b = dg.mask_prompt(prompt, 0.15, MASK, g), dg.mask_prompt(prompt, 0.15, MASK, g)
+    a, b = dg.mask_prompt(prompt, 0.15, MASK, torch.rand(prompt.shape, generator=g)), dg.mask_prompt(prompt, 0.15, MASK, torch.rand(prompt.shape, generator=g))
     assert not torch.equal(a, b)  # a fresh pattern each inner step
     kept = a != MASK
     assert torch.equal(a[kept], prompt[kept])
@@ -22,7 +22,7 @@ def test_log_probs_equal_a_hand_computation(tiny):
     g = torch.Generator().manual_seed(3)
     prompt = torch.randint(0, 300, (2, 7), generator=g)
     completion = torch.randint(0, 300, (2, 5), generator=g)
-    masked_prompt = dg.mask_prompt(prompt, 0.3, MASK, g)
+    masked_prompt = dg.mask_prompt(prompt, 0.3, MASK, torch.rand(prompt.shape, generator=g))
     logp = dg.per_token_logps(tiny, masked_prompt, completion, MASK)
     x = torch.cat([masked_prompt, torch.full((2, 5), MASK)], 1)  # the answer is fully masked
     with torch.no_grad():
@@ -86,7 +86,7 @@ def test_mu_1_beta_0_gradient_is_the_policy_gradient(tiny):
     completion = torch.randint(0, 300, (4, 3), generator=g)
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
     mask = torch.tensor([[1.0, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]])
-    mp = dg.mask_prompt(prompt, 0.15, MASK, g)
+    mp = dg.mask_prompt(prompt, 0.15, MASK, torch.rand(prompt.shape, generator=g))
 
     def grads(loss_fn):
         tiny.zero_grad()

@@ -4,6 +4,7 @@ import pytest
 
 import diffu_grpo as dg
 import model
+import runs
 import sft
 
 SHORT = dict(d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64)
@@ -46,7 +47,7 @@ GRPO_CASES = [
 
 def run_main(main, folders, tmp_path, monkeypatch, flags):
     flags = [str(folders[f]) if isinstance(f, int) else f for f in flags]
-    monkeypatch.setattr(model, "load_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
+    monkeypatch.setattr(runs, "load_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
     with pytest.raises(SystemExit) as e:
         main(["--model", str(folders[64]), "--task", "sudoku", "--n_train", "50", "--n_eval", "4", "--device", "cpu",
               "--out", str(tmp_path / "out"), *flags])

@@ -1,6 +1,7 @@
 """model.py: parity with the original LLaDA code, the 8B shape, masking, checkpoints, errors."""
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import model
+import model_files
 from conftest import LLADA_8B, need
 
 
@@ -88,7 +90,7 @@ def test_llada_8b_config_and_index_map_onto_the_preset():
         m = model.Transformer(cfg)
     weight_map = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
     assert len(weight_map) == 291
-    model.check_tensor_names(m, weight_map)
+    model_files.check_tensor_names([model.PREFIX + n for n, _ in m.named_parameters()], weight_map)
 
 
 def test_toy_preset_is_a_few_million_parameters():
@@ -147,10 +149,10 @@ def test_missing_folder(tmp_path):
 def test_missing_or_corrupt_config(tiny_path, tmp_path):
     d = copy_tiny(tiny_path, tmp_path / "c")
     (d / "config.json").write_text("{not json")
-    with pytest.raises(model.CheckpointError, match="config.json is not valid JSON"):
+    with pytest.raises(model_files.CheckpointError, match="config.json is not valid JSON"):
         model.load(d)
     (d / "config.json").unlink()
-    with pytest.raises(model.CheckpointError, match="config.json is missing"):
+    with pytest.raises(model_files.CheckpointError, match="config.json is missing"):
         model.load(d)
 
 
@@ -158,10 +160,10 @@ def test_config_missing_key_or_unsupported_option(tiny_path, tmp_path):
     d = copy_tiny(tiny_path, tmp_path / "c")
     cfg = json.loads((tiny_path / "config.json").read_text())
     (d / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "n_layers"}))
-    with pytest.raises(model.CheckpointError, match="lacks n_layers"):
+    with pytest.raises(model_files.CheckpointError, match="lacks n_layers"):
         model.load(d)
     (d / "config.json").write_text(json.dumps(dict(cfg, weight_tying=True)))
-    with pytest.raises(model.CheckpointError, match="weight_tying"):
+    with pytest.raises(model_files.CheckpointError, match="weight_tying"):
         model.load(d)
 
 
@@ -170,27 +172,27 @@ def test_missing_unexpected_and_misshaped_tensors(tiny_path, tmp_path):
     tensors = load_file(tiny_path / "model.safetensors")
     gone = "model.transformer.blocks.1.up_proj.weight"
     save_file({k: v for k, v in tensors.items() if k != gone}, d / "model.safetensors")
-    with pytest.raises(model.CheckpointError, match=f"missing tensors: {gone}"):
+    with pytest.raises(model_files.CheckpointError, match=f"missing tensors: {gone}"):
         model.load(d)
     save_file(dict(tensors, **{"model.transformer.extra.weight": torch.zeros(2)}), d / "model.safetensors")
-    with pytest.raises(model.CheckpointError, match="unexpected tensors: model.transformer.extra.weight"):
+    with pytest.raises(model_files.CheckpointError, match="unexpected tensors: model.transformer.extra.weight"):
         model.load(d)
     bad = "model.transformer.blocks.0.k_proj.weight"
     save_file(dict(tensors, **{bad: torch.zeros(64, 32)}), d / "model.safetensors")
-    with pytest.raises(model.CheckpointError, match=rf"{bad} in model.safetensors has shape \(64, 32\), the config needs \(64, 64\)"):
+    with pytest.raises(model_files.CheckpointError, match=rf"{bad} in model.safetensors has shape \(64, 32\), the config needs \(64, 64\)"):
         model.load(d)
 
 
 def test_corrupt_weights_and_missing_shard(tiny_path, tmp_path):
     d = copy_tiny(tiny_path, tmp_path / "c")
     (d / "model.safetensors").write_bytes(b"\x00garbage")
-    with pytest.raises(model.CheckpointError, match="not a readable safetensors file"):
+    with pytest.raises(model_files.CheckpointError, match="not a readable safetensors file"):
         model.load(d)
     (d / "model.safetensors").unlink()
-    with pytest.raises(model.CheckpointError, match="neither model.safetensors"):
+    with pytest.raises(model_files.CheckpointError, match="neither model.safetensors"):
         model.load(d)
     (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-1.safetensors"}}))
-    with pytest.raises(model.CheckpointError, match="not in the folder: model-1.safetensors"):
+    with pytest.raises(model_files.CheckpointError, match="not in the folder: model-1.safetensors"):
         model.load(d)
 
 
@@ -211,7 +213,7 @@ def test_bad_config_values():
 # ----------------------------------------------------------------------------- tokenizer
 
 def test_byte_tokenizer():
-    tok = model.byte_tokenizer()
+    tok = model_files.byte_tokenizer()
     cfg = model.PRESETS["toy"]
     assert (tok.mask_id, tok.eos_id, tok.eot_id) == (cfg.mask_id, cfg.eos_id, cfg.eot_id)
     ids = tok.encode("sudoku 31é")
@@ -221,7 +223,7 @@ def test_byte_tokenizer():
     assert tok.decode([104, 105, tok.mask_id, 33, tok.eos_id, 65, 66]) == "hi!"  # stops at EOS, drops specials
     assert tok.decode([104, tok.eot_id, 105]) == "h"
     assert tok.chat(" hi ") == " hi "  # the toy model has no chat template
-    assert max(model.BYTE_SPECIALS.values()) < cfg.vocab_size
+    assert max(model_files.BYTE_SPECIALS.values()) < cfg.vocab_size
 
 
 # ----------------------------------------------------------------------------- finding LLaDA-8B's weights
@@ -240,9 +242,9 @@ def test_llada_8b_is_found_in_the_hf_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     snap = fake_snapshot(tmp_path / "hub")
-    assert model.resolve_checkpoint("llada-8b") == snap
+    assert model_files.resolve_checkpoint("llada-8b") == snap
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))  # HF_HUB_CACHE takes precedence
-    assert model.hf_cache_snapshot("GSAI-ML/LLaDA-8B-Instruct") is None
+    assert model_files.hf_cache_snapshot("GSAI-ML/LLaDA-8B-Instruct") is None
 
 
 def test_without_weights_or_huggingface_hub_the_error_says_what_to_do(tmp_path, monkeypatch):
@@ -266,14 +268,14 @@ def test_llada_8b_is_downloaded_through_huggingface_hub(tmp_path, monkeypatch):
         return str(tmp_path / "downloaded")
     hub.snapshot_download = snapshot_download
     monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
-    assert model.resolve_checkpoint("llada-8b") == tmp_path / "downloaded"
+    assert model_files.resolve_checkpoint("llada-8b") == tmp_path / "downloaded"
     assert calls[0][0] == "GSAI-ML/LLaDA-8B-Instruct" and "*.safetensors" in calls[0][1]
 
     def offline(repo, allow_patterns):
         raise OSError("no network")
     hub.snapshot_download = offline
     with pytest.raises(FileNotFoundError, match="downloading GSAI-ML/LLaDA-8B-Instruct failed .OSError: no network"):
-        model.resolve_checkpoint("llada-8b")
+        model_files.resolve_checkpoint("llada-8b")
 
 
 LOAD_PEAK = """
@@ -308,7 +310,7 @@ def test_sharded_bf16_checkpoint_loads_without_an_fp32_copy(tiny_path, tmp_path)
         save_file({n: state[n] for n in names[s::k]}, tmp_path / shard)
         weight_map.update({n: shard for n in names[s::k]})
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    (tmp_path / "config.json").write_text(json.dumps(model.config_to_hf(cfg)))
+    (tmp_path / "config.json").write_text(json.dumps(model_files.config_to_hf(asdict(cfg))))
     root = str(Path(model.__file__).parent)
     out = subprocess.run([sys.executable, "-c", LOAD_PEAK, root, str(tiny_path), str(tmp_path)],
                          capture_output=True, text=True, check=True).stdout.split()

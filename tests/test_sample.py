@@ -1,4 +1,5 @@
-"""sample.py: parity with LLaDA's reference sampler, and the invariants of the reverse process."""
+"""sample.py: parity with LLaDA's reference sampler, and the invariants of the reverse process. Each
+holds for generate (LLaDA's algorithm) and for fast_generate with Fast-dLLM's options off."""
 import collections
 
 import pytest
@@ -9,6 +10,9 @@ import sample
 from reference import reference_generate
 
 MASK = 300  # tiny-llada's mask id
+
+
+DECODERS = pytest.mark.parametrize("decode", [sample.generate, sample.fast_generate], ids=["generate", "fast"])
 
 
 def prompt_ids(B, P, seed=0):
@@ -33,36 +37,40 @@ SETTINGS = [  # gen_length, steps, block_length, cfg_scale
 ]
 
 
+@DECODERS
 @pytest.mark.parametrize("gen_length,steps,block_length,cfg_scale", SETTINGS)
-def test_greedy_tokens_equal_the_reference_sampler(tiny, gen_length, steps, block_length, cfg_scale):
+def test_greedy_tokens_equal_the_reference_sampler(tiny, decode, gen_length, steps, block_length, cfg_scale):
     prompt = prompt_ids(3, 7, seed=gen_length + steps)
     kw = dict(steps=steps, gen_length=gen_length, block_length=block_length, cfg_scale=cfg_scale, mask_id=MASK)
-    ours = sample.generate(tiny, prompt, **kw)
+    ours = decode(tiny, prompt, **kw)
     assert torch.equal(ours, reference_generate(tiny, prompt, **kw))
 
 
-def test_masks_inside_the_prompt_are_filled_as_the_reference_does(tiny):
+@DECODERS
+def test_masks_inside_the_prompt_are_filled_as_the_reference_does(tiny, decode):
     prompt = prompt_ids(2, 9, seed=4)
     prompt[:, [2, 5]] = MASK
     kw = dict(steps=8, gen_length=16, block_length=8, cfg_scale=1.0, mask_id=MASK)
-    assert torch.equal(sample.generate(tiny, prompt, **kw), reference_generate(tiny, prompt, **kw))
+    assert torch.equal(decode(tiny, prompt, **kw), reference_generate(tiny, prompt, **kw))
 
 
-def test_padded_batch_equals_the_reference_with_attention_mask(tiny):
+@DECODERS
+def test_padded_batch_equals_the_reference_with_attention_mask(tiny, decode):
     rows = [prompt_ids(1, n, seed=n)[0].tolist() for n in (4, 9, 6)]
     ids, mask = sample.left_pad(rows, pad_id=301)
     kw = dict(steps=8, gen_length=16, block_length=8, mask_id=MASK, attention_mask=mask)
-    assert torch.equal(sample.generate(tiny, ids, **kw), reference_generate(tiny, ids, **kw))
+    assert torch.equal(decode(tiny, ids, **kw), reference_generate(tiny, ids, **kw))
 
 
-def test_padded_batch_equals_each_row_alone(tiny):
+@DECODERS
+def test_padded_batch_equals_each_row_alone(tiny, decode):
     rows = [prompt_ids(1, n, seed=10 + n)[0].tolist() for n in (3, 11, 7, 5)]
     ids, mask = sample.left_pad(rows, pad_id=301)
     kw = dict(steps=12, gen_length=24, block_length=8, mask_id=MASK)
-    batch = sample.generate(tiny, ids, attention_mask=mask, **kw)
+    batch = decode(tiny, ids, attention_mask=mask, **kw)
     P = ids.shape[1]
     for i, r in enumerate(rows):
-        alone = sample.generate(tiny, torch.tensor([r]), **kw)
+        alone = decode(tiny, torch.tensor([r]), **kw)
         assert torch.equal(batch[i, P:], alone[0, len(r):])
 
 
@@ -80,20 +88,21 @@ class NeverMask(torch.nn.Module):
         return logits
 
 
-def trace(m, prompt, **kw):
-    """Run generate and record the canvas after every step."""
+def trace(m, prompt, decode=sample.generate, **kw):
+    """Run a decoder and record the canvas after every step."""
     states = []
-    out = sample.generate(m, prompt, on_step=lambda x: states.append(x.clone()), **kw)
+    out = decode(m, prompt, on_step=lambda x: states.append(x.clone()), **kw)
     return out, states
 
 
+@DECODERS
 @pytest.mark.parametrize("remasking,temperature", [("low_confidence", 0.0), ("low_confidence", 0.8), ("random", 0.0)])
-def test_reverse_process_invariants(tiny, remasking, temperature):
+def test_reverse_process_invariants(tiny, decode, remasking, temperature):
     P, gen_length, block_length, steps = 5, 24, 8, 15
     prompt = prompt_ids(2, P, seed=1)
     out, states = trace(NeverMask(tiny), prompt, gen_length=gen_length, steps=steps, block_length=block_length,
                         remasking=remasking, temperature=temperature, mask_id=MASK,
-                        generator=torch.Generator().manual_seed(0))
+                        generator=torch.Generator().manual_seed(0), decode=decode)
     schedule = sample.transfer_schedule(block_length, steps // (gen_length // block_length))
     assert len(states) == steps
     prev = torch.cat([prompt, torch.full((2, gen_length), MASK)], 1)
@@ -112,11 +121,12 @@ def test_reverse_process_invariants(tiny, remasking, temperature):
     assert torch.equal(out, states[-1])
 
 
-def test_greedy_is_deterministic_and_sampling_follows_the_generator(tiny):
+@DECODERS
+def test_greedy_is_deterministic_and_sampling_follows_the_generator(tiny, decode):
     prompt = prompt_ids(2, 6, seed=2)
     kw = dict(gen_length=16, steps=8, block_length=8, mask_id=MASK)
-    assert torch.equal(sample.generate(tiny, prompt, **kw), sample.generate(tiny, prompt, **kw))
-    draw = lambda seed: sample.generate(tiny, prompt, temperature=1.0, generator=torch.Generator().manual_seed(seed), **kw)
+    assert torch.equal(decode(tiny, prompt, **kw), decode(tiny, prompt, **kw))
+    draw = lambda seed: decode(tiny, prompt, temperature=1.0, generator=torch.Generator().manual_seed(seed), **kw)
     assert torch.equal(draw(5), draw(5))
     assert not torch.equal(draw(5), draw(6))
 
@@ -158,9 +168,10 @@ def test_classifier_free_guidance_formula(tiny):
     (dict(gen_length=16, block_length=8, steps=0), "must be positive"),
     (dict(gen_length=256, block_length=256, steps=8), "exceeds the model's maximum"),
 ])
-def test_bad_settings_fail_clearly(tiny, kw, message):
+@DECODERS
+def test_bad_settings_fail_clearly(tiny, decode, kw, message):
     with pytest.raises(ValueError, match=message):
-        sample.generate(tiny, prompt_ids(1, 4), mask_id=MASK, **kw)
+        decode(tiny, prompt_ids(1, 4), mask_id=MASK, **kw)
 
 
 def test_left_pad():

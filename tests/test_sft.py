@@ -23,8 +23,9 @@ def test_forward_process_masks_only_the_answer_at_rate_t():
 def test_sft_loss_equals_a_hand_computation(tiny):
     ids = torch.randint(0, 300, (3, 12), generator=torch.Generator().manual_seed(1))
     prompt_len = torch.tensor([4, 6, 5])
-    loss, unscaled, n = sft.sft_loss(tiny, ids, prompt_len, MASK, generator=torch.Generator().manual_seed(7))
     noisy, masked, t = sft.forward_process(ids, prompt_len, MASK, generator=torch.Generator().manual_seed(7))
+    answer_len = (12 - prompt_len).float()
+    loss, unscaled, n = sft.sft_loss(tiny, ids, noisy, masked, t, answer_len)
     with torch.no_grad():
         logp = F.log_softmax(tiny(noisy), -1)  # (B, T, V), the whole sequence
     per_row = []
@@ -35,9 +36,22 @@ def test_sft_loss_equals_a_hand_computation(tiny):
     all_nll = torch.stack([-logp[b, i, ids[b, i]] for b in range(3) for i in range(12) if masked[b, i]])
     torch.testing.assert_close(unscaled, all_nll.mean(), atol=1e-5, rtol=1e-5)
     assert n == int(masked.sum())
-    batch_loss, _, _ = sft.sft_loss(tiny, ids, prompt_len, MASK, norm="batch", generator=torch.Generator().manual_seed(7))
+    batch_loss, _, _ = sft.sft_loss(tiny, ids, noisy, masked, t, answer_len, norm="batch")
     expected = sum(per_row[b] * (12 - prompt_len[b]) for b in range(3)) / (36 - prompt_len.sum())
     torch.testing.assert_close(batch_loss, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_losses_of_a_batch_split_in_shares_add_up_to_the_batch_loss(tiny):
+    """What torchrun relies on: each share's loss over the whole batch's normaliser (`whole`)."""
+    ids = torch.randint(0, 300, (5, 12), generator=torch.Generator().manual_seed(2))
+    prompt_len = torch.tensor([4, 6, 5, 3, 7])
+    noisy, masked, t = sft.forward_process(ids, prompt_len, MASK, generator=torch.Generator().manual_seed(3))
+    answer_len = (12 - prompt_len).float()
+    for norm, whole in (("sequence", 5), ("batch", answer_len.sum())):
+        full, _, _ = sft.sft_loss(tiny, ids, noisy, masked, t, answer_len, norm)
+        parts = [sft.sft_loss(tiny, ids[r], noisy[r], masked[r], t[r], answer_len[r], norm, whole)[0]
+                 for r in (slice(0, 2), slice(2, 5))]
+        torch.testing.assert_close(sum(parts), full, atol=1e-6, rtol=1e-6)
 
 
 class Tok:

@@ -8,6 +8,8 @@ import torch
 
 import diffu_grpo as dg
 import model
+import model_files
+import runs
 import sft
 
 SMALL = model.ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden=192, max_seq_len=64)
@@ -50,7 +52,7 @@ def test_diffu_grpo_raises_an_easy_reward(block_length, threshold, cache):
     torch.manual_seed(0)
     policy = model.build(SMALL, seed=1)
     ref = model.build(SMALL, seed=1).requires_grad_(False)
-    tok = model.byte_tokenizer()
+    tok = model_files.byte_tokenizer()
     cfg = dg.GRPOConfig(num_generations=8, mu=2, lr=3e-3, gen_length=8, block_length=block_length, diffusion_steps=8,
                         temperature=1.0, beta=0.04, epsilon=0.2, grad_clip=1.0, device="cpu", threshold=threshold,
                         cache=cache)
@@ -89,7 +91,7 @@ def test_grpo_rejects_bad_settings(small_path, tmp_path, monkeypatch):
 def test_llada_8b_switches_to_d1_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # and no way to download
-    cfg = model.parse_config(dg.GRPOConfig, ["--model", "llada-8b", "--task", "sudoku"], None, dg.MODEL_DEFAULTS)
+    cfg = runs.parse_config(dg.GRPOConfig, ["--model", "llada-8b", "--task", "sudoku"], None, dg.MODEL_DEFAULTS)
     assert (cfg.mu, cfg.p_mask, cfg.beta, cfg.epsilon, cfg.lr, cfg.grad_clip, cfg.num_generations) == \
         (12, 0.15, 0.04, 0.5, 3e-6, 0.2, 6)
     assert (cfg.gen_length, cfg.diffusion_steps, cfg.block_length, cfg.weight_decay) == (256, 128, 32, 0.1)
@@ -97,7 +99,7 @@ def test_llada_8b_switches_to_d1_settings(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="needs the weights of GSAI-ML/LLaDA-8B-Instruct"):
         dg.setup(cfg)
     assert cfg.temperature == 0.3  # d1's Sudoku rollouts; 0.9 elsewhere
-    toy = model.parse_config(dg.GRPOConfig, ["--mu", "3", "--no-scale_rewards", "--temperature", "0.5"])
+    toy = runs.parse_config(dg.GRPOConfig, ["--mu", "3", "--no-scale_rewards", "--temperature", "0.5"])
     assert (toy.mu, toy.scale_rewards, toy.temperature, toy.model) == (3, False, 0.5, "runs/sft-toy")
 
 
@@ -105,7 +107,7 @@ def test_s1k_records_render_in_d1_format():
     from conftest import SHARED, need
     records = sft.s1k_records(need(SHARED / "data" / "s1k" / "s1k_questions_solutions.json"))
     assert len(records) == 1000 and records[1]["answer"] == "128"  # the partial copy: solution stands in
-    tok = model.byte_tokenizer()
+    tok = model_files.byte_tokenizer()
     prompt, answer = sft.s1k_pairs(tok, records[:1])[0]
     text = tok._decode_ids(answer[:-1])
     assert text.startswith("<reasoning>") and text.endswith("</answer>") and answer[-1] == tok.eot_id
@@ -125,7 +127,7 @@ def test_dry_run_plans_llada_8b_on_one_80gb_gpu(capsys):
     dg.main(["--model", "llada-8b", "--dry-run"])  # loads nothing: no weights here
     out = capsys.readouterr().out
     assert "fits one 80 GB GPU" in out and "14.93 GiB  weights (bf16)" in out and "336M LoRA" in out
-    cfg = model.parse_config(dg.GRPOConfig, ["--model", "llada-8b", "--lora_r", "0"], None, dg.MODEL_DEFAULTS)
+    cfg = runs.parse_config(dg.GRPOConfig, ["--model", "llada-8b", "--lora_r", "0"], None, dg.MODEL_DEFAULTS)
     assert dg.print_plan(cfg, model.PRESETS["llada-8b"]) > 80 * 2 ** 30  # full fine-tuning would not fit
 
 
@@ -137,7 +139,7 @@ def test_diffu_grpo_with_lora_trains_only_adapters():
                         temperature=1.0, lora_r=4, device="cpu")
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     g, gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-    records = [dg.train_step(policy, ref, opt, model.byte_tokenizer(), SevensTask(), ["a\n", "b\n"], cfg, "toy", g, gen)[0]
+    records = [dg.train_step(policy, ref, opt, model_files.byte_tokenizer(), SevensTask(), ["a\n", "b\n"], cfg, "toy", g, gen)[0]
                for _ in range(3)]
     assert records[-1]["kl"] > 0  # the policy has moved away from its adapters-off reference
     base_params = dict(base.named_parameters())
@@ -158,9 +160,9 @@ def test_diffu_grpo_end_to_end_with_lora_saves_merged(small_path, tmp_path):
 
 
 def test_a_llada_folder_takes_d1_settings_and_a_toy_folder_the_toy_ones(tiny_path, small_path):
-    big = model.parse_config(dg.GRPOConfig, ["--model", str(tiny_path)], None, dg.MODEL_DEFAULTS)
+    big = runs.parse_config(dg.GRPOConfig, ["--model", str(tiny_path)], None, dg.MODEL_DEFAULTS)
     assert (big.model, big.mu, big.lora_r) == (str(tiny_path), 12, 128)  # LLaDA's format: d1's settings
-    toy = model.parse_config(dg.GRPOConfig, ["--model", str(small_path)], None, dg.MODEL_DEFAULTS)
+    toy = runs.parse_config(dg.GRPOConfig, ["--model", str(small_path)], None, dg.MODEL_DEFAULTS)
     assert (toy.model, toy.mu, toy.lora_r) == (str(small_path), 4, 0)
 
 

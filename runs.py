@@ -1,0 +1,459 @@
+"""A training run's plumbing, shared by sft.py and diffu_grpo.py: a reader of the papers never needs it.
+
+- command-line flags from a config dataclass, with per-model defaults (`parse_config`);
+- several processes under torchrun: the process group, each process's share of a batch, sums and
+  gathers over processes, the gradient sum (`init_distributed` ... `apply_gradients`);
+- resumable checkpoints with every random generator's state (`save_checkpoint`, `resume_point`,
+  `load_checkpoint`) and the JSONL log (`open_log`);
+- `Run`, the scaffold around both scripts' outer loop: --resume, the log, the checkpoint and
+  evaluation schedules, Ctrl-C, a non-finite loss, the final save; and `run_command`, their main.
+
+Data parallelism is written out by hand rather than with torch's DistributedDataParallel wrapper:
+each process computes the loss of its share of the batch divided by the *whole* batch's normaliser
+(SFT's mean over all sequences, diffu-GRPO's answer-token count of all rollouts), so the gradients
+must be summed over processes, not averaged as DDP does. One all_reduce per trainable tensor after
+the last micro-batch also needs no no_sync() for micro-batching, works unchanged with LoRA (only
+the adapters have gradients), and leaves the model unwrapped for model.save and the adapters-off
+reference policy. What it gives up is DDP's overlap of communication with the backward pass.
+In a plain `python` run there is no process group, and every helper that communicates returns at
+once without calling torch.distributed.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import threading
+from dataclasses import asdict, field, fields
+from pathlib import Path
+
+import torch
+
+from model import PRESETS, load_model, prepare_for_training, save
+from model_files import CheckpointError, names_list
+from sample import evaluate
+
+
+# ----------------------------------------------------------------------------- command-line flags
+
+def option(default, help):
+    """A dataclass field that parse_config turns into a command-line flag with this help text."""
+    return field(default=default, metadata={"help": help})
+
+
+def preset_of(name):
+    """Whose defaults a run of --model `name` takes: the preset itself, or for a checkpoint folder
+    "toy" (byte vocabulary) or "llada-8b" (LLaDA's tokenizer), as its config.json says."""
+    if name in PRESETS:
+        return name
+    try:
+        return "toy" if json.loads((Path(name) / "config.json").read_text()).get("tokenizer") == "bytes" else "llada-8b"
+    except (OSError, ValueError):
+        return name
+
+
+def parse_config(cls, argv=None, description=None, model_defaults=None):
+    """A config dataclass from command-line flags, one per field. `--model NAME` is read first, and
+    model_defaults[NAME] (a dict) replaces the toy defaults: one knob scales the whole run."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", default=cls().model)
+    name = pre.parse_known_args(argv)[0].model
+    defaults = {**asdict(cls()), **(model_defaults or {}).get(preset_of(name), {}), "model": name}
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    toy = cls()
+    for f in fields(cls):
+        d, kind, helptext = defaults[f.name], type(getattr(toy, f.name)), f.metadata.get("help", "")
+        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        if kind is bool:
+            p.add_argument(*flags, dest=f.name, default=d, action=argparse.BooleanOptionalAction, help=helptext)
+        else:
+            p.add_argument(*flags, dest=f.name, default=d, type=str if kind is type(None) else kind, help=helptext)
+    return cls(**vars(p.parse_args(argv)))
+
+
+def check_prompt_room(prompts, room, flag, max_seq_len, which):
+    """Fail before any work when the longest of these prompts (token lists) plus `room` answer tokens,
+    set by `flag`, passes the model's maximum sequence length."""
+    longest = max((len(p) for p in prompts), default=0)
+    if longest + room > max_seq_len:
+        raise ValueError(f"the longest {which} prompt has {longest} tokens, and with {flag} {room} its sequence "
+                         f"passes the model's maximum length {max_seq_len}: lower {flag}, or leave out prompts "
+                         f"longer than {max_seq_len - room} tokens")
+
+
+# ----------------------------------------------------------------------------- torchrun
+
+def init_distributed(device):
+    """Join the process group when torchrun started this process (WORLD_SIZE > 1): NCCL on CUDA, one
+    GPU per process (cuda:LOCAL_RANK), gloo on CPU. Returns (rank, number of processes, device)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world == 1:
+        return 0, 1, device
+    dist = torch.distributed
+    kind = torch.device(device).type
+    if kind not in ("cuda", "cpu"):
+        raise ValueError(f"torchrun runs on cuda (NCCL) or cpu (gloo), not on {device}")
+    if kind == "cuda":
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if kind == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _distributed():
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def close_distributed():
+    if _distributed():
+        torch.distributed.destroy_process_group()
+
+
+def rank_world():
+    """(rank of this process, number of processes): (0, 1) in a plain run."""
+    if not _distributed():
+        return 0, 1
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def share(n, rank, world):
+    """This process's rows of a batch of n: contiguous shares that differ by at most one row and
+    together make the whole batch, in order."""
+    return slice(rank * n // world, (rank + 1) * n // world)
+
+
+def whole_batch(shape):
+    """(this process's rows, N, P) of the batch that all processes' (n, p) blocks make in rank order:
+    N rows in all, P the widest; (all rows, n, p) in a plain run. Random draws of shape (N, P) made
+    alike on every process and cut to [rows, P - p:] (left-padded prompts end at the last column) are
+    then what one process would draw for the whole batch."""
+    rank = rank_world()[0]
+    sizes = all_gather(tuple(shape))  # [(n, p) of each process]
+    lo = sum(n for n, _ in sizes[:rank])
+    return slice(lo, lo + shape[0]), sum(n for n, _ in sizes), max(p for _, p in sizes)
+
+
+def all_reduce_sum(values):
+    """[sum over processes of each number] (float64); the numbers themselves in a plain run."""
+    if not _distributed():
+        return list(values)
+    dist = torch.distributed
+    t = torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_gather(obj):
+    """[obj of rank 0, obj of rank 1, ...] of a small picklable object (sizes, rewards, RNG states);
+    [obj] in a plain run."""
+    if not _distributed():
+        return [obj]
+    out = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_grads(params):
+    """Sum the gradients of params over processes, in place. Each process's loss is its share of the
+    whole batch's loss, so the sum is the gradient one process would get on the whole batch."""
+    if not _distributed():
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+
+
+def apply_gradients(opt, params, grad_clip):
+    """The optimiser step after the backward pass(es): gradients summed over processes, clipped to
+    grad_clip by norm, and a non-finite norm stopped before it reaches the weights."""
+    all_reduce_grads(params)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip).item()
+    if not math.isfinite(grad_norm):
+        raise FloatingPointError(f"gradient norm is {grad_norm}")
+    opt.step()
+
+
+def held_out_accuracy(model, tokenizer, task, examples, style, cfg):
+    """sample.evaluate's greedy accuracy with the run's sampler settings (cfg.gen_length,
+    diffusion_steps, block_length); under torchrun each process scores every world-th example and
+    the scores are summed over the processes."""
+    rank, world = rank_world()
+    _, results = evaluate(model, tokenizer, task, examples[rank::world], style=style, gen_length=cfg.gen_length,
+                          steps=cfg.diffusion_steps, block_length=cfg.block_length, progress=rank == 0)
+    total, n = all_reduce_sum([sum(s for _, s in results), len(results)])
+    return total / max(n, 1)
+
+
+# ----------------------------------------------------------------------------- resumable checkpoints
+# out/checkpoint-NNNNNN/ beside the model folder's own files, the newest one kept.
+#   run.json               step, the run's settings, the model's config, metrics, number of processes
+#   trainable.safetensors  the trained parameters (with LoRA: only the adapters)
+#   state.pt               optimizer state and every process's RNG states (uint8 tensors), read back
+#                          with torch.load(weights_only=True): loading a checkpoint cannot run code
+CHECKPOINT = "checkpoint-"
+
+
+def rng_states(generators):
+    """{name: state} of the given torch.Generators, of torch's global RNG (LoRA dropout) and, where
+    CUDA is in use, of its global RNG: uint8 tensors."""
+    states = {name: g.get_state() for name, g in generators.items()}
+    states["torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def set_rng_states(states, generators):
+    for name, g in generators.items():
+        g.set_state(states[name])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"])
+
+
+def latest_checkpoint(out):
+    """The newest complete checkpoint folder in out, or None (a .tmp folder is an unfinished save)."""
+    done = [p for p in Path(out).glob(CHECKPOINT + "*") if p.name[len(CHECKPOINT):].isdigit()]
+    return max(done, key=lambda p: int(p.name[len(CHECKPOINT):]), default=None)
+
+
+def save_checkpoint(out, step, model, opt, generators, run):
+    """Write out/checkpoint-{step} (layout above) and delete the older ones. Atomic: the folder is
+    written as checkpoint-{step}.tmp and renamed when whole, and older checkpoints are deleted only
+    after that, so a kill during a save leaves the previous checkpoint intact. Every process calls
+    this (their RNG states are gathered); rank 0 writes. Returns the folder."""
+    from safetensors.torch import save_file
+    states = all_gather(rng_states(generators))
+    out = Path(out)
+    final = out / f"{CHECKPOINT}{step:06d}"
+    if rank_world()[0] == 0:
+        tmp = out / (final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        trained = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(trained, str(tmp / "trainable.safetensors"))
+        torch.save(dict(optimizer=opt.state_dict(), rng=states), tmp / "state.pt")
+        (tmp / "run.json").write_text(json.dumps(dict(run, step=step, world_size=len(states)), indent=2) + "\n")
+        if final.exists():  # an earlier run's checkpoint of the same step, in a folder this run took over
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in out.glob(CHECKPOINT + "*"):
+            if old != final:
+                shutil.rmtree(old)
+    if _distributed():
+        torch.distributed.barrier()  # every process returns once the checkpoint is on disk
+    return final
+
+
+def resume_point(out, config, model_config, may_change):
+    """The newest checkpoint of out and its run.json, after checking that it can be continued: written
+    with the same settings as `config` (a dict; the names in may_change excepted: steps, evaluation,
+    logging), the same model config and the same number of processes. The error says what differs."""
+    path = latest_checkpoint(out)
+    if path is None:
+        raise FileNotFoundError(f"--resume: {out} holds no checkpoint ({CHECKPOINT}NNNNNN) to continue")
+    run = json.loads((path / "run.json").read_text())
+    now = json.loads(json.dumps(config))  # as run.json stores it
+    diff = [f"--{k} {run['config'].get(k)!r} there, {v!r} now" for k, v in now.items()
+            if k not in may_change and run["config"].get(k) != v]
+    diff += [f"model {k} {run['model_config'].get(k)!r} there, {v!r} now" for k, v in asdict(model_config).items()
+             if run["model_config"].get(k) != v]
+    if diff:
+        raise ValueError(f"--resume: {path} was written by a run with other settings ({'; '.join(diff)}); "
+                         f"resume with its settings, or start a new run with another --out")
+    world = rank_world()[1]
+    if run["world_size"] != world:
+        raise ValueError(f"--resume: {path} was written by {run['world_size']} process(es), this run has {world}: "
+                         f"resume with torchrun --nproc_per_node {run['world_size']} (or plain python for 1), "
+                         f"so that every process gets its own RNG streams back")
+    return path, run
+
+
+def load_checkpoint(path, model, opt, generators):
+    """Read a checkpoint into the model's trained parameters, the optimizer and the generators (this
+    process's RNG states). Only safetensors and torch.load(weights_only=True): no code can run."""
+    from safetensors.torch import load_file
+    path = Path(path)
+    trained = load_file(str(path / "trainable.safetensors"))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    wrong = sorted(set(trained) ^ set(params)) + [n for n in trained.keys() & params.keys()
+                                                  if trained[n].shape != params[n].shape]
+    if wrong:
+        raise CheckpointError(f"{path} does not hold this run's trained parameters: {names_list(wrong)}")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(trained[n])
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    opt.load_state_dict(state["optimizer"])
+    set_rng_states(state["rng"][rank_world()[0]], generators)
+
+
+def open_log(path, keep_until=0):
+    """The run's JSONL log, open for appending: a fresh run (keep_until 0) starts it empty; a resumed
+    run keeps the records up to its checkpoint's step (later ones are made again)."""
+    path = Path(path)
+    kept = []
+    if keep_until and path.exists():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_until]
+    path.write_text("".join(line + "\n" for line in kept))
+    return open(path, "a")
+
+
+# ----------------------------------------------------------------------------- the run scaffold
+
+class Run:
+    """The plumbing around a training script's outer loop, the same for SFT and diffu-GRPO:
+
+        with Run(cfg, "sft", "sft_config.json", RESUME_MAY_CHANGE) as run:   # joins torchrun
+            ...check the settings and the data...
+            run.check_resume(model_config)              # --resume: is the checkpoint continuable?
+            model, tokenizer, params = run.load_model() # then the weights are read
+            ...make the optimiser and the generators...
+            run.begin(model, opt, tokenizer, generators, held_out)   # resume or start; open the log
+            for step in run.steps("loss"):              # progress bar, Ctrl-C, checkpoints
+                run.log(one_step(...), "a line to print")  # then: evaluation when due, log record
+
+    Only rank 0 prints and writes files. After each step, when due: the held-out evaluation (which
+    also saves the model into cfg.out), the log record, a resumable checkpoint (every
+    cfg.save_every steps, at the last step and on Ctrl-C, which then stops the run). After the last
+    step the model and the settings are saved. A non-finite loss or gradient (FloatingPointError)
+    stops the run with the step and the last good checkpoint in its message."""
+
+    def __init__(self, cfg, name, config_file, may_change):
+        self.cfg, self.name, self.config_file, self.may_change = cfg, name, config_file, may_change
+        self.rank, self.world, cfg.device = init_distributed(cfg.device)
+        self.out = Path(cfg.out)
+        self.step, self.resumed, self.log_file, self.previous_handler = None, None, None, None
+        self.stop_requested = False
+        self.metrics = dict(accuracy=None)  # what run.json keeps besides the settings
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+        if self.log_file is not None:
+            self.log_file.close()
+        if kind is FloatingPointError and self.step is not None:
+            last = latest_checkpoint(self.out) or "none (none written yet)"
+            raise FloatingPointError(f"{error} at step {self.step}; stopped without saving, "
+                                     f"the last good checkpoint is {last}") from None
+
+    def print(self, line):
+        if self.rank == 0:
+            from tqdm import tqdm
+            tqdm.write(line)
+
+    def check_resume(self, model_config):
+        """With --resume, find the newest checkpoint and check that this run can continue it, before
+        any weight is read (resume_point)."""
+        self.model_config = model_config
+        if self.cfg.resume:
+            self.resumed = resume_point(self.out, asdict(self.cfg), model_config, self.may_change)
+
+    def load_model(self):
+        """(model, tokenizer, the parameters to train) of cfg.model, on cfg.device: with LoRA adapters
+        when cfg.lora_r > 0 (else every parameter trains) and gradient checkpointing when cfg.grad_ckpt."""
+        cfg = self.cfg
+        model, tokenizer = load_model(cfg.model, device=cfg.device, seed=cfg.seed)
+        params = prepare_for_training(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
+                                      cfg.grad_ckpt, cfg.seed)
+        return model, tokenizer, params
+
+    def begin(self, model, opt, tokenizer, generators, held_out=None, evaluate_first=False):
+        """Continue from the checkpoint (with --resume) or start afresh: a fresh run evaluates first
+        when evaluate_first (accuracy_before); open the log. held_out = (task, examples, style), or
+        None for no evaluation."""
+        self.model, self.opt, self.tokenizer, self.generators = model, opt, tokenizer, generators
+        self.held_out, self.start = held_out, 0
+        if self.resumed:
+            path, run = self.resumed
+            load_checkpoint(path, model, opt, generators)
+            self.start, self.metrics = run["step"], run["metrics"]
+        elif evaluate_first:
+            self.metrics = dict(accuracy_before=self.evaluate(), accuracy=None)
+            self.metrics["accuracy"] = self.metrics["accuracy_before"]
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.log_file = open_log(self.out / "log.jsonl", self.start)
+        if self.resumed:
+            self.print(f"resuming from {self.resumed[0]} (step {self.start})")
+        elif evaluate_first:
+            self.print(f"step     0 | held-out accuracy {self.metrics['accuracy']:.2%} ({len(held_out[1])} examples)")
+
+    def evaluate(self):
+        task, examples, style = self.held_out
+        return held_out_accuracy(self.model, self.tokenizer, task, examples, style, self.cfg)
+
+    def steps(self, show):
+        """Yield the steps start+1 .. cfg.steps with a progress bar (showing the record's `show`); Ctrl-C
+        only asks the loop to stop after the step in progress. After each step: the evaluation when
+        due, the log record, the checkpoint when due, and the stop on Ctrl-C. Then the final save."""
+        from tqdm import tqdm
+        cfg = self.cfg
+        if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+            self.previous_handler = signal.signal(signal.SIGINT, self._on_ctrl_c)
+        bar = tqdm(range(self.start + 1, cfg.steps + 1), desc=self.name, disable=self.rank != 0)
+        for step in bar:
+            self.step = step
+            yield step
+            bar.set_postfix({show: f"{self.record[show]:.3f}"})
+            if self.held_out and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+                self.metrics["accuracy"] = self.record["accuracy"] = self.evaluate()
+                self.print(f"step {step:5d} | held-out accuracy {self.metrics['accuracy']:.2%} "
+                           f"({len(self.held_out[1])} examples)")
+                if self.rank == 0:
+                    save(self.model, self.out, self.tokenizer)
+            if self.rank == 0:
+                self.log_file.write(json.dumps(self.record) + "\n")
+                self.log_file.flush()
+            self.after_step(step)
+        if self.rank == 0:
+            save(self.model, self.out, self.tokenizer)
+            (self.out / self.config_file).write_text(json.dumps(asdict(cfg), indent=2))
+
+    def log(self, record, line=None):
+        """The step's record (written to the log after the step) and a line to print, if any."""
+        record["step"] = self.step
+        self.record = record
+        if line:
+            self.print(f"step {self.step:5d} | {line}")
+
+    def _on_ctrl_c(self, signum, frame):
+        self.stop_requested = True
+        signal.signal(signal.SIGINT, self.previous_handler)  # a second Ctrl-C interrupts at once
+        print("\nCtrl-C: stopping after this step, with a checkpoint (Ctrl-C again stops at once)", file=sys.stderr,
+              flush=True)
+
+    def after_step(self, step):
+        """A checkpoint every save_every steps, at the last step and on Ctrl-C (reaching this process or,
+        under torchrun, any process: all agree); then, on Ctrl-C, stop with a KeyboardInterrupt that
+        says where the checkpoint is. Stopping in the middle of a step would leave the weights between
+        two optimiser steps (diffu-GRPO takes mu per step), a state no checkpoint could continue exactly."""
+        cfg = self.cfg
+        stop = all_reduce_sum([float(self.stop_requested)])[0] > 0
+        if stop or step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
+            run = dict(config=asdict(cfg), model_config=asdict(self.model_config), metrics=self.metrics)
+            path = save_checkpoint(self.out, step, self.model, self.opt, self.generators, run)
+        if stop:
+            raise KeyboardInterrupt(f"stopped by Ctrl-C after step {step}; checkpoint in {path}, "
+                                    f"continue with --resume")
+
+
+def run_command(run, out):
+    """A training script's main: run(), with configuration and data mistakes and a non-finite loss as
+    one `error: ...` line, Ctrl-C as exit status 130 (after its checkpoint), the process group closed."""
+    try:
+        run()
+    except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as e:
+        raise SystemExit(f"error: {e}")
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}" if str(e) else f"interrupted; the last checkpoint in {out} is kept", file=sys.stderr)
+        raise SystemExit(130)
+    finally:
+        close_distributed()
