@@ -267,7 +267,8 @@ def bench_sft(cfg, device, repeats, batch=64):
     ids, prompt_len = sft_batch(batch, device)
 
     def step(m, seed):
-        noisy, masked, t = sft.forward_process(ids, prompt_len, cfg.mask_id, generator=torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)
+        noisy, masked, t = sft.forward_process(ids, prompt_len, cfg.mask_id, generator=g)
         answer_len = (ids.shape[1] - prompt_len).to(ids.device).float()
         loss, _, n = sft.sft_loss(m, ids, noisy, masked, t, answer_len)
         opt.zero_grad(set_to_none=True)

@@ -48,10 +48,12 @@ import torch
 import torch.nn.functional as F
 
 import tasks
-from model import LORA_TARGETS, PRESETS, Transformer, config_and_tokenizer, default_device, lora_disabled, read_config
+from model import (LORA_TARGETS, PRESETS, Transformer, config_and_tokenizer, default_device, lora_disabled,
+                   read_config)
 from runs import (Run, all_gather, all_reduce_sum, apply_gradients, check_prompt_room, option, parse_config,
                   rank_world, run_command, share, whole_batch)
-from sample import check_fast_settings, check_settings, fast_generate, generate, encode_prompt, prompt_batch, prompt_style
+from sample import (check_fast_settings, check_settings, encode_prompt, fast_generate, generate, prompt_batch,
+                    prompt_style)
 
 
 @dataclass
@@ -98,7 +100,8 @@ class GRPOConfig:
     device: str = option(default_device(), "cuda, mps or cpu")
 
 
-# d1's published settings (d1 Sec. 4 and its released slurm_scripts/train.yaml). temperature None = d1's value for the task (D1_TEMPERATURE).
+# d1's published settings (d1 Sec. 4 and its released slurm_scripts/train.yaml). temperature None = d1's value
+# for the task (D1_TEMPERATURE).
 MODEL_DEFAULTS = {"llada-8b": dict(model="llada-8b", mu=12, p_mask=0.15, beta=0.04, epsilon=0.5, lr=3e-6,
                                    weight_decay=0.1, grad_clip=0.2, num_generations=6, prompts_per_step=16,
                                    gen_length=256, diffusion_steps=128, block_length=32, temperature=None,

@@ -18,8 +18,8 @@ masked and predicted like any token, so the model learns where to stop (LLaDA Se
 
 Departures:
 1. t = (1 - eps) U(0,1) + eps with eps = 1e-3, as LLaDA's code (avoids dividing by t near 0).
-2. The loss is normalised per sequence by its answer length, then averaged over the batch (LLaDA's
-   GUIDELINES). d1's code divides the batch sum by the number of answer tokens in the batch instead
+2. The loss is normalised per sequence by its answer length L', then averaged over the batch (LLaDA
+   Eq. 5). d1's code divides the batch sum by the number of answer tokens in the batch instead
    (`--norm batch`); the two agree when all answers have the same length, as in the toy tasks.
 3. Logits are computed only at the masked answer positions; nothing else enters the loss.
 4. A row longer than the model's maximum sequence length is cut there, losing the end of its answer
@@ -274,7 +274,8 @@ def train(cfg, train_examples=None, test_examples=None):
             if step % cfg.log_every == 0 or step == cfg.steps:
                 dt = time.time() - t0
                 record.update(tokens_per_s=tokens / dt, seqs_per_s=(step - run.start) * cfg.batch_size / dt)
-                line = f"loss {record['loss']:.4f} | unscaled {record['unscaled']:.4f} | {record['tokens_per_s']:.0f} tok/s"
+                line = (f"loss {record['loss']:.4f} | unscaled {record['unscaled']:.4f} | "
+                        f"{record['tokens_per_s']:.0f} tok/s")
             run.log(record, line)
     return net, run.metrics["accuracy"]
 

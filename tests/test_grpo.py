@@ -10,9 +10,10 @@ MASK = 300
 def test_prompt_masking_rate_is_p_mask():
     prompt = torch.randint(0, 300, (200, 100))
     g = torch.Generator().manual_seed(0)
-    rates = [(dg.mask_prompt(prompt, 0.15, MASK, torch.rand(prompt.shape, generator=g)) == MASK).float().mean().item() for _ in range(10)]
+    draw = lambda: dg.mask_prompt(prompt, 0.15, MASK, torch.rand(prompt.shape, generator=g))
+    rates = [(draw() == MASK).float().mean().item() for _ in range(10)]
     assert abs(sum(rates) / 10 - 0.15) < 0.005  # 200,000 draws: ~6 standard errors
-    a, b = dg.mask_prompt(prompt, 0.15, MASK, torch.rand(prompt.shape, generator=g)), dg.mask_prompt(prompt, 0.15, MASK, torch.rand(prompt.shape, generator=g))
+    a, b = draw(), draw()
     assert not torch.equal(a, b)  # a fresh pattern each inner step
     kept = a != MASK
     assert torch.equal(a[kept], prompt[kept])

@@ -139,7 +139,8 @@ def test_diffu_grpo_with_lora_trains_only_adapters():
                         temperature=1.0, lora_r=4, device="cpu")
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     g, gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-    records = [dg.train_step(policy, ref, opt, model_files.byte_tokenizer(), SevensTask(), ["a\n", "b\n"], cfg, "toy", g, gen)[0]
+    tok = model_files.byte_tokenizer()
+    records = [dg.train_step(policy, ref, opt, tok, SevensTask(), ["a\n", "b\n"], cfg, "toy", g, gen)[0]
                for _ in range(3)]
     assert records[-1]["kl"] > 0  # the policy has moved away from its adapters-off reference
     base_params = dict(base.named_parameters())
