@@ -259,10 +259,7 @@ def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g,
     N = batch["completion"].shape[0]
     size = cfg.micro_batch or N
     chunks = [slice(i, i + size) for i in range(0, N, size)]
-    rows, n_all, p_all = whole_batch(batch["prompt"].shape)  # this process's block of the whole (N, P) batch
-    p = batch["prompt"].shape[1]  # left-padded prompts end at the last column: this block is [rows, p_all - p:]
-    draws = [torch.rand(n_all, p_all, generator=g)[rows, p_all - p:] for _ in range(cfg.mu)]  # the whole batch's
-    masked_prompts = [mask_prompt(batch["prompt"], cfg.p_mask, tokenizer.mask_id, u) for u in draws]
+    masked_prompts, n_all = prompt_masks(batch["prompt"], cfg, tokenizer.mask_id, g)
     old = fixed_logps(policy, masked_prompts, batch, tokenizer.mask_id, chunks)
     ref = fixed_logps(ref_model, masked_prompts, batch, tokenizer.mask_id, chunks) if cfg.beta else None
     t_logp = time.time()
@@ -271,18 +268,33 @@ def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g,
     inner = [inner_update(policy, opt, batch, masked_prompts[n], old[n], ref[n] if ref else None, cfg,
                           tokenizer.mask_id, chunks, counts) for n in range(cfg.mu)]
     t2 = time.time()
+    record = step_record(batch, inner, cfg.num_generations)
+    record.update(gen_s=t1 - t0, logp_s=t_logp - t1, update_s=t2 - t_logp)
+    return record, batch
+
+
+def prompt_masks(prompt, cfg, mask_id, g):
+    """The mu masked prompts q' of an outer step, one per inner update, [(n, p)] * mu, and N, the
+    number of rollouts of the whole batch. The uniform draws are made from g for the whole (N, P)
+    batch, alike on every process (torchrun), each of which keeps its block: its rows, and the last
+    p columns, where its left-padded prompts lie. So the masks are those of a single process."""
+    rows, n_all, p_all = whole_batch(prompt.shape)
+    draws = [torch.rand(n_all, p_all, generator=g)[rows, p_all - prompt.shape[1]:] for _ in range(cfg.mu)]
+    return [mask_prompt(prompt, cfg.p_mask, mask_id, u) for u in draws], n_all
+
+
+def step_record(batch, inner, G):
+    """The log record of an outer step: the whole batch's rewards (their sum and each reward function's
+    mean), the last update's KL, the mean clip fraction and loss of the mu updates, the answer length
+    and the fraction of groups whose G rewards are all equal (no learning signal)."""
     gathered = all_gather((batch["rewards"], batch["mask"].float().sum(1).cpu()))  # every process's
     rewards, answer_len = (torch.cat(parts) for parts in zip(*gathered))  # (N, n_funcs), (N,)
     total = rewards.sum(dim=1)  # (N,)
-    groups = total.view(-1, cfg.num_generations)
-    record = dict(reward=total.mean().item(), reward_std=total.std().item(),
-                  **{n: v.item() for n, v in zip(batch["names"], rewards.mean(0))},
-                  kl=inner[-1]["kl"], clip_frac=sum(s["clip"] for s in inner) / len(inner),
-                  loss=sum(s["loss"] for s in inner) / len(inner),
-                  answer_len=answer_len.mean().item(),
-                  zero_std_groups=(groups.std(dim=1) == 0).float().mean().item(),
-                  gen_s=t1 - t0, logp_s=t_logp - t1, update_s=t2 - t_logp)
-    return record, batch
+    return dict(reward=total.mean().item(), reward_std=total.std().item(),
+                **{n: v.item() for n, v in zip(batch["names"], rewards.mean(0))},
+                kl=inner[-1]["kl"], clip_frac=sum(s["clip"] for s in inner) / len(inner),
+                loss=sum(s["loss"] for s in inner) / len(inner), answer_len=answer_len.mean().item(),
+                zero_std_groups=(total.view(-1, G).std(dim=1) == 0).float().mean().item())
 
 
 def setup(cfg, world=1):
