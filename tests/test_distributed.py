@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 
 import diffu_grpo as dg
 import grpo_worker
-import model
 import runs
 import sft
 import tasks

@@ -1,11 +1,8 @@
 """sample.py: parity with LLaDA's reference sampler, and the invariants of the reverse process. Each
 holds for generate (LLaDA's algorithm) and for fast_generate with Fast-dLLM's options off."""
-import collections
-
 import pytest
 import torch
 
-import model
 import sample
 from reference import reference_generate
 

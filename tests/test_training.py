@@ -1,7 +1,6 @@
 """End to end on CPU: masked SFT learns a toy task; diffu-GRPO raises a reward the model can move."""
 import json
 import sys
-from dataclasses import dataclass
 
 import pytest
 import torch
