@@ -41,7 +41,7 @@ Shapes: N = prompts x G sequences, P prompt length, L answer length, V vocabular
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -50,8 +50,8 @@ import torch.nn.functional as F
 import tasks
 from model import (LORA_TARGETS, PRESETS, Transformer, config_and_tokenizer, default_device, lora_disabled,
                    read_config)
-from runs import (Run, all_gather, all_reduce_sum, apply_gradients, check_prompt_room, option, parse_config,
-                  rank_world, run_command, share, whole_batch)
+from runs import (Run, all_gather, all_reduce_sum, apply_gradients, check_prompt_room, held_out_accuracy, option,
+                  parse_config, rank_world, run_command, share, whole_batch)
 from sample import (check_fast_settings, check_settings, encode_prompt, fast_generate, generate, prompt_batch,
                     prompt_style)
 
@@ -211,6 +211,27 @@ def rollout(policy, tokenizer, task, examples, cfg, style, generator):
 
 
 @torch.no_grad()
+def validation_reward(policy, tokenizer, task, examples, cfg, style, batch_size=64):
+    """The mean reward of one answer per held-out prompt, sampled as the rollouts are (temperature,
+    decoding) with noise of a fixed seed, the same at every evaluation: its changes are the policy's,
+    not the prompts' or the noise's, unlike the rollout reward of freshly drawn prompts. Returns the
+    mean and its standard error over the prompts. Under torchrun each process samples every world-th
+    prompt with its own seed and the sums are added."""
+    rank, world = rank_world()
+    mine, total, squares = examples[rank::world], 0.0, 0.0
+    g = torch.Generator(cfg.device).manual_seed(cfg.seed + 2_000_000 + rank)
+    was_training = policy.training
+    policy.eval()
+    for i in range(0, len(mine), batch_size):
+        r = rollout(policy, tokenizer, task, mine[i:i + batch_size], replace(cfg, num_generations=1), style, g)
+        total, squares = total + r["total"].sum().item(), squares + (r["total"] ** 2).sum().item()
+    policy.train(was_training)
+    total, squares, n = all_reduce_sum([total, squares, len(mine)])
+    mean = total / max(n, 1)
+    return mean, max(squares / max(n, 1) - mean ** 2, 0.0) ** 0.5 / max(n - 1, 1) ** 0.5
+
+
+@torch.no_grad()
 def fixed_logps(model, masked_prompts, batch, mask_id, chunks):
     """log-probs of a frozen policy (old or reference) for every prompt mask: [(N, L)] * mu."""
     return [torch.cat([per_token_logps(model, mp[c], batch["completion"][c], mask_id, _rows(batch["attention_mask"], c))
@@ -355,7 +376,13 @@ def train(cfg, train_examples=None, test_examples=None):
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
         g = torch.Generator().manual_seed(cfg.seed)  # prompt order and masks: the same on every process
         gen = torch.Generator(cfg.device).manual_seed(cfg.seed + 1_000_000 * run.rank)  # this process's rollout noise
-        run.begin(policy, opt, tokenizer, dict(g=g, gen=gen), held_out=(task, test, style), evaluate_first=True)
+
+        def evaluate():  # greedy accuracy and the sampled reward on the fixed held-out prompts
+            reward, se = validation_reward(policy, tokenizer, task, test, cfg, style)
+            return dict(accuracy=held_out_accuracy(policy, tokenizer, task, test, style, cfg), val_reward=reward,
+                        val_reward_se=se)
+
+        run.begin(policy, opt, tokenizer, dict(g=g, gen=gen), evaluate, evaluate_first=True)
         for step in run.steps(show="reward"):
             idx = torch.randint(len(train_ex), (cfg.prompts_per_step,), generator=g).tolist()  # the step's prompts
             mine = idx[share(cfg.prompts_per_step, run.rank, run.world)]  # this process's, all G answers of each

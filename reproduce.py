@@ -47,12 +47,15 @@ class ReproConfig:
     pretrain_steps: int = option(600, "base model: masked-diffusion steps on the easier domain data")
     sft_examples: int = option(128, "the fixed, small set of worked target solutions")
     sft_steps: int = option(300, "SFT steps over that set (batch 64: 150 epochs at the defaults)")
-    rl_steps: int = option(40, "diffu-GRPO outer steps for each RL row")
+    rl_steps: int = option(50, "diffu-GRPO outer steps for each RL row")
     rl_lr: float = option(1e-4, "diffu-GRPO learning rate")
-    temperature: float = option(0.7, "rollout temperature")
-    prompts_per_step: int = option(16, "prompts per diffu-GRPO step")
+    temperature: float = option(1.0, "rollout temperature")
+    prompts_per_step: int = option(32, "prompts per diffu-GRPO step")
     num_generations: int = option(8, "G")
-    mu: int = option(4, "inner updates per batch of rollouts")
+    mu: int = option(1, "inner updates per batch of rollouts")
+    p_mask: float = option(0.0, "prompt masking probability of the log-prob estimate (d1: 0.15)")
+    beta: float = option(0.0, "weight of the KL to the reference policy (d1: 0.04)")
+    rl_eval_every: int = option(10, "validation accuracy and sampled reward every this many RL steps")
     quick: bool = option(False, "tiny budgets everywhere: checks the pipeline, not the result")
     out: str = option("runs/reproduce", "folder for checkpoints, results.json and rewards.png")
     device: str = option(default_device(), "cuda, mps or cpu")
@@ -60,7 +63,7 @@ class ReproConfig:
 
 REPRO = ModelConfig(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384)
 QUICK = dict(n_test=32, n_val=16, pretrain_steps=20, sft_examples=16, sft_steps=10, rl_steps=2,
-             prompts_per_step=4, num_generations=4, mu=1)
+             prompts_per_step=4, num_generations=4, mu=1, rl_eval_every=1)
 ROWS = ("base", "sft", "diffu-grpo", "d1")
 
 
@@ -123,7 +126,8 @@ def run_task(name, seed, cfg, out):
                                        **common, **gen), sft_set, val)
     rl = diffu_grpo.GRPOConfig(steps=cfg.rl_steps, lr=cfg.rl_lr, temperature=cfg.temperature, mu=cfg.mu,
                                prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
-                               gen_length=16, block_length=16, diffusion_steps=16, **common)
+                               p_mask=cfg.p_mask, beta=cfg.beta, gen_length=16, block_length=16, diffusion_steps=16,
+                               **{**common, "eval_every": cfg.rl_eval_every})
     models = {"base": base, "sft": tuned}
     for row, start in (("diffu-grpo", "base"), ("d1", "sft")):
         models[row], _, _ = diffu_grpo.train(replace(rl, model=str(folder / start), out=str(folder / row)),
@@ -133,22 +137,85 @@ def run_task(name, seed, cfg, out):
                                  block_length=16, batch_size=256)[0] for row, m in models.items()}
 
 
+SHARED = ("tasks", "seeds", "out", "device")  # options that do not change one task-seed's result
+
+
+def cached_task(name, seed, cfg, out):
+    """run_task, or its result from an earlier run with the same settings (out/name/seedS/result.json):
+    an interrupted reproduction continues at the first unfinished task and seed."""
+    path, settings = out / name / f"seed{seed}" / "result.json", {k: v for k, v in asdict(cfg).items()
+                                                                    if k not in SHARED}
+    if path.is_file() and json.loads(path.read_text())["settings"] == settings:
+        print(f"{name} seed {seed}: the result of an earlier run with these settings, {path}")
+        return json.loads(path.read_text())["result"]
+    result = run_task(name, seed, cfg, out)
+    path.write_text(json.dumps(dict(settings=settings, result=result), indent=2))
+    return result
+
+
+def mean_se(values):
+    """Mean and standard error of the mean (nan for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) ** 0.5
+
+
 def table(results):
     """Markdown table: accuracy mean +- standard error over seeds, per task and row."""
     lines = ["| row | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
     for row in ROWS:
         cells = []
         for per_seed in results.values():
-            accs = [r[row] * 100 for r in per_seed]
-            mean = sum(accs) / len(accs)
-            se = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 / len(accs) ** 0.5 if len(accs) > 1 else math.nan
-            cells.append(f"{mean:.1f} ± {se:.1f}" if len(accs) > 1 else f"{mean:.1f}")
+            mean, se = mean_se([r[row] * 100 for r in per_seed])
+            cells.append(f"{mean:.1f} ± {se:.1f}" if len(per_seed) > 1 else f"{mean:.1f}")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot(out, names, seeds):
-    """Reward per diffu-GRPO step, one panel per task (skipped without matplotlib)."""
+ORDERINGS = (("d1", "sft"), ("diffu-grpo", "base"), ("d1", "diffu-grpo"), ("diffu-grpo", "sft"))
+
+
+def orderings(results):
+    """For each of d1's claimed orderings and task: the mean paired difference in points over seeds,
+    its paired standard error, and how many seeds it holds on."""
+    lines = []
+    for name, per_seed in results.items():
+        for a, b in ORDERINGS:
+            diffs = [(r[a] - r[b]) * 100 for r in per_seed]
+            mean, se = mean_se(diffs)
+            z = f", {mean / se:.1f} paired SE" if se > 0 else ""
+            lines.append(f"{name}: {a} - {b} = {mean:+.1f} points{z}, "
+                         f"holds on {sum(d > 0 for d in diffs)} of {len(diffs)} seeds")
+    return "\n".join(lines)
+
+
+def moving_average(values, window):
+    return [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
+            for i in range(len(values))]
+
+
+def noise_band(values, window):
+    """The noise band of a moving average of per-step rollout rewards: the standard deviation of
+    the rewards about their moving average (prompt sampling, rollout noise), over sqrt(window)."""
+    avg = moving_average(values, window)
+    resid = [v - m for v, m in zip(values, avg)]
+    return (sum(r * r for r in resid) / max(len(resid) - 1, 1)) ** 0.5 / window ** 0.5
+
+
+def rl_logs(out, name, seeds, row):
+    """Per seed, the diffu-GRPO run's log records: (steps, rollout records) and (steps, evaluations)."""
+    logs = []
+    for seed in seeds:
+        log = [json.loads(line) for line in open(out / name / f"seed{seed}" / row / "log.jsonl")]
+        logs.append(([r for r in log if "reward" in r], [r for r in log if "val_reward" in r]))
+    return logs
+
+
+def plot(out, names, seeds, window=10):
+    """One column per task. Top: validation accuracy (greedy) and validation reward (sampled) of the
+    two RL rows over the run, mean over seeds, and the rollout reward's moving average with its noise
+    band. Bottom: the fraction of groups whose G rewards are all equal (no learning signal)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -156,15 +223,29 @@ def plot(out, names, seeds):
     except ImportError:
         print("matplotlib is not installed: no rewards.png (pip install matplotlib)")
         return
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    fig, axes = plt.subplots(2, len(names), figsize=(5.5 * len(names), 6.5), squeeze=False,
+                             gridspec_kw=dict(height_ratios=[2, 1]))
+    for col, name in enumerate(names):
+        top, bottom = axes[0][col], axes[1][col]
         for row, color in (("diffu-grpo", "tab:blue"), ("d1", "tab:red")):
-            for i, seed in enumerate(seeds):
-                log = [json.loads(l) for l in open(out / name / f"seed{seed}" / row / "log.jsonl")]
-                ax.plot([r["step"] for r in log], [r["reward"] for r in log], color=color, alpha=0.8,
-                        label=row if i == 0 else None)
-        ax.set(title=f"toy {name}", xlabel="diffu-GRPO step", ylabel="mean reward of the rollouts")
-        ax.legend()
+            logs = rl_logs(out, name, seeds, row)
+            evals = [e for _, e in logs]
+            steps = [r["step"] for r in evals[0]]
+            for key, style in (("accuracy", "-o"), ("val_reward", "--s")):
+                mean = [sum(e[i][key] for e in evals) / len(evals) for i in range(len(steps))]
+                top.plot(steps, mean, style, color=color, ms=3, label=f"{row}: validation {key.replace('val_', '')}")
+            rewards = [[r["reward"] for r in rollouts] for rollouts, _ in logs]
+            mean = [sum(c) / len(c) for c in zip(*rewards)]
+            avg, band = moving_average(mean, window), noise_band(mean, window)
+            x = [r["step"] for r in logs[0][0]]
+            top.plot(x, avg, ":", color=color, lw=1, label=f"{row}: rollout reward ({window}-step mean)")
+            top.fill_between(x, [a - band for a in avg], [a + band for a in avg], color=color, alpha=0.12)
+            zero = [sum(c) / len(c) for c in zip(*[[r["zero_std_groups"] for r in rl] for rl, _ in logs])]
+            bottom.plot(x, moving_average(zero, window), color=color, label=row)
+        top.set(title=f"toy {name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})", ylabel="accuracy / reward")
+        top.legend(fontsize=7)
+        bottom.set(xlabel="diffu-GRPO step", ylabel="groups without variance", ylim=(0, 1))
+        bottom.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "rewards.png", dpi=120)
 
@@ -180,12 +261,14 @@ def main(argv=None):
         tasks.get_task(name)  # an unknown task fails before any training
     for seed in seeds:
         for name in names:
-            results[name].append(run_task(name, seed, cfg, out))
+            results[name].append(cached_task(name, seed, cfg, out))
             print(f"{name} seed {seed}: " + ", ".join(f"{k} {v:.1%}" for k, v in results[name][-1].items()))
     minutes = (time.time() - t0) / 60
     print(f"\nheld-out accuracy (%), {cfg.n_test} instances per task, {len(seeds)} seed(s), {minutes:.1f} min\n")
     print(table(results))
-    (out / "results.json").write_text(json.dumps(dict(config=asdict(cfg), results=results, minutes=minutes), indent=2))
+    print(f"\nd1's orderings, paired over seeds:\n{orderings(results)}")
+    (out / "results.json").write_text(json.dumps(dict(config=asdict(cfg), results=results, minutes=minutes,
+                                                      orderings=orderings(results).splitlines()), indent=2))
     plot(out, names, seeds)
     return results
 

@@ -313,7 +313,7 @@ class Run:
             run.check_resume(model_config)              # --resume: is the checkpoint continuable?
             model, tokenizer, params = run.load_model() # then the weights are read
             ...make the optimiser and the generators...
-            run.begin(model, opt, tokenizer, generators, held_out)   # resume or start; open the log
+            run.begin(model, opt, tokenizer, generators, evaluate)   # resume or start; open the log
             for step in run.steps("loss"):              # progress bar, Ctrl-C, checkpoints
                 run.log(one_step(...), "a line to print")  # then: evaluation when due, log record
 
@@ -365,30 +365,33 @@ class Run:
                                       cfg.grad_ckpt, cfg.seed)
         return model, tokenizer, params
 
-    def begin(self, model, opt, tokenizer, generators, held_out=None, evaluate_first=False):
+    def begin(self, model, opt, tokenizer, generators, evaluate=None, evaluate_first=False):
         """Continue from the checkpoint (with --resume) or start afresh: a fresh run evaluates first
-        when evaluate_first (accuracy_before); open the log. held_out = (task, examples, style), or
-        None for no evaluation."""
+        when evaluate_first (accuracy_before); open the log. evaluate() returns the held-out figures,
+        {"accuracy": ..., and any others to log}; None: no evaluation."""
         self.model, self.opt, self.tokenizer, self.generators = model, opt, tokenizer, generators
-        self.held_out, self.start = held_out, 0
+        self.evaluate, self.start = evaluate, 0
         if self.resumed:
             path, run = self.resumed
             load_checkpoint(path, model, opt, generators)
             self.start, self.metrics = run["step"], run["metrics"]
         elif evaluate_first:
-            self.metrics = dict(accuracy_before=self.evaluate(), accuracy=None)
-            self.metrics["accuracy"] = self.metrics["accuracy_before"]
+            first = self.evaluate()
+            self.metrics = dict(accuracy_before=first["accuracy"], accuracy=first["accuracy"])
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             self.log_file = open_log(self.out / "log.jsonl", self.start)
         if self.resumed:
             self.print(f"resuming from {self.resumed[0]} (step {self.start})")
         elif evaluate_first:
-            self.print(f"step     0 | held-out accuracy {self.metrics['accuracy']:.2%} ({len(held_out[1])} examples)")
+            self.print(self.figures(0, first))
+            if self.rank == 0:  # the starting point's figures, for the curves
+                self.log_file.write(json.dumps(dict(step=0, **first)) + "\n")
 
-    def evaluate(self):
-        task, examples, style = self.held_out
-        return held_out_accuracy(self.model, self.tokenizer, task, examples, style, self.cfg)
+    def figures(self, step, result):
+        """The line printed for an evaluation: held-out accuracy and any other figures."""
+        others = "".join(f" | {k} {v:.4f}" for k, v in result.items() if k != "accuracy")
+        return f"step {step:5d} | held-out accuracy {result['accuracy']:.2%}{others}"
 
     def steps(self, show):
         """Yield the steps start+1 .. cfg.steps with a progress bar (showing the record's `show`); Ctrl-C
@@ -403,10 +406,11 @@ class Run:
             self.step = step
             yield step
             bar.set_postfix({show: f"{self.record[show]:.3f}"})
-            if self.held_out and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-                self.metrics["accuracy"] = self.record["accuracy"] = self.evaluate()
-                self.print(f"step {step:5d} | held-out accuracy {self.metrics['accuracy']:.2%} "
-                           f"({len(self.held_out[1])} examples)")
+            if self.evaluate and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+                result = self.evaluate()
+                self.record.update(result)
+                self.metrics["accuracy"] = result["accuracy"]
+                self.print(self.figures(step, result))
                 if self.rank == 0:
                     save(self.model, self.out, self.tokenizer)
             if self.rank == 0:

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 
 import tasks
 from model import config_and_tokenizer, default_device
-from runs import (Run, all_reduce_sum, apply_gradients, check_prompt_room, option, parse_config, rank_world,
-                  run_command, share)
+from runs import (Run, all_reduce_sum, apply_gradients, check_prompt_room, held_out_accuracy, option, parse_config,
+                  rank_world, run_command, share)
 from sample import check_settings, encode_prompt, prompt_style
 
 
@@ -264,7 +264,8 @@ def train(cfg, train_examples=None, test_examples=None):
         net, tokenizer, params = run.load_model()  # LoRA and gradient checkpointing as cfg says
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
         g = torch.Generator().manual_seed(cfg.seed)  # data order and masks: the same on every process
-        run.begin(net, opt, tokenizer, dict(g=g), held_out=(task, test, style) if task else None)
+        evaluate = (lambda: dict(accuracy=held_out_accuracy(net, tokenizer, task, test, style, cfg))) if task else None
+        run.begin(net, opt, tokenizer, dict(g=g), evaluate)
         net.train()
         t0, tokens = time.time(), 0
         for step in run.steps(show="loss"):

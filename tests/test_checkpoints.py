@@ -83,7 +83,8 @@ def test_diffu_grpo_ctrl_c_then_resume_equals_an_uninterrupted_run(tiny_folder, 
     dg.main(grpo_args(tiny_folder, tmp_path / "cut", *steps, "--resume"))
     whole, cut = read_log(tmp_path / "whole"), read_log(tmp_path / "cut")
     assert_same_logs(whole, cut)
-    assert whole[-1]["kl"] > 0 and len({r["reward"] for r in whole}) > 1  # the policy moved, rollouts differ
+    assert [r["step"] for r in whole] == [0, 1, 2, 3, 4]  # step 0: the starting point's held-out figures
+    assert whole[-1]["kl"] > 0 and len({r["reward"] for r in whole[1:]}) > 1  # the policy moved, rollouts differ
 
 
 def test_a_kill_during_a_save_keeps_the_previous_checkpoint(tiny_folder, tmp_path, monkeypatch):
@@ -128,7 +129,8 @@ def test_diffu_grpo_nan_loss_names_the_step_and_keeps_the_last_good_checkpoint(t
     rollouts, real_rollout, real_reduce = [], dg.rollout, dg.reduce_loss
 
     def counted_rollout(*args, **kw):
-        rollouts.append(1)
+        if args[4].num_generations > 1:  # a training step's rollouts, not the validation reward's
+            rollouts.append(1)
         return real_rollout(*args, **kw)
     monkeypatch.setattr(dg, "rollout", counted_rollout)
     monkeypatch.setattr(dg, "reduce_loss", lambda *a: real_reduce(*a) * (float("nan") if len(rollouts) == 3 else 1))

@@ -1,10 +1,12 @@
 """reproduce.py: the four-row pipeline runs end to end (a check of the pipeline, not of the result)."""
 import json
 
+import pytest
+
 import reproduce
 
 
-def test_quick_reproduction_pipeline(tmp_path):
+def test_quick_reproduction_pipeline(tmp_path, monkeypatch):
     results = reproduce.main(["--quick", "--tasks", "sudoku", "--seeds", "0,1", "--out", str(tmp_path), "--device", "cpu"])
     assert list(results) == ["sudoku"] and len(results["sudoku"]) == 2
     for per_seed in results["sudoku"]:
@@ -15,6 +17,12 @@ def test_quick_reproduction_pipeline(tmp_path):
         assert (tmp_path / "sudoku" / "seed0" / row / "model.safetensors").is_file()
     table = reproduce.table(results)
     assert table.count("\n") == 5 and "±" in table  # two seeds: mean ± standard error
+    logs = reproduce.rl_logs(tmp_path, "sudoku", [0, 1], "d1")  # the curves: evaluations at steps 0, 1, 2
+    assert [[r["step"] for r in evals] for _, evals in logs] == [[0, 1, 2], [0, 1, 2]]
+    assert [[r["step"] for r in rollouts] for rollouts, _ in logs] == [[1, 2], [1, 2]]
+    monkeypatch.setattr(reproduce, "run_task", lambda *a: pytest.fail("an unchanged task-seed is not run again"))
+    again = reproduce.main(["--quick", "--tasks", "sudoku", "--seeds", "1", "--out", str(tmp_path), "--device", "cpu"])
+    assert again["sudoku"] == results["sudoku"][1:]
 
 
 def test_toy_distributions_keep_test_grids_out_of_training():
@@ -29,3 +37,21 @@ def test_toy_distributions_keep_test_grids_out_of_training():
     assert len(three) == 500 and all(max(ex.nums) <= 20 for ex in three)  # small numbers only
     cd = reproduce.tasks.get_task("countdown")
     assert all(cd.score(ex.expression, ex, style="toy")[0] == 1.0 for ex in domain[:2000])
+
+
+def test_orderings_are_paired_differences_over_seeds():
+    results = {"sudoku": [dict(base=0.70, sft=0.80, **{"diffu-grpo": 0.74}, d1=0.86),
+                          dict(base=0.60, sft=0.76, **{"diffu-grpo": 0.65}, d1=0.80),
+                          dict(base=0.65, sft=0.78, **{"diffu-grpo": 0.69}, d1=0.84)]}
+    lines = reproduce.orderings(results).splitlines()
+    assert lines[0] == "sudoku: d1 - sft = +5.3 points, 8.0 paired SE, holds on 3 of 3 seeds"  # diffs 6, 4, 6
+    assert lines[1] == "sudoku: diffu-grpo - base = +4.3 points, 13.0 paired SE, holds on 3 of 3 seeds"  # 4, 5, 4
+    assert lines[3].startswith("sudoku: diffu-grpo - sft = -8.7 points") and lines[3].endswith("0 of 3 seeds")
+
+
+def test_noise_band_of_a_moving_average():
+    assert reproduce.moving_average([1, 2, 3, 4], 2) == [1, 1.5, 2.5, 3.5]
+    flat = [0.5] * 20
+    assert reproduce.noise_band(flat, 5) == 0.0
+    noisy = [0.5 + (0.1 if i % 2 else -0.1) for i in range(400)]  # +-0.1 about a flat line
+    assert abs(reproduce.noise_band(noisy, 4) - 0.1 / 2) < 0.01  # the residual std over sqrt(window)

@@ -1,6 +1,7 @@
 """End to end on CPU: masked SFT learns a toy task; diffu-GRPO raises a reward the model can move."""
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -70,11 +71,30 @@ def test_diffu_grpo_end_to_end(small_path, tmp_path):
                         out=str(tmp_path / "grpo"), device="cpu")
     policy, before, after = dg.train(cfg)
     log = [json.loads(l) for l in open(tmp_path / "grpo" / "log.jsonl")]
-    assert [r["step"] for r in log] == [1, 2]
+    assert [r["step"] for r in log] == [0, 1, 2]  # step 0: the starting point's held-out figures
+    assert log[0]["accuracy"] == before and set(log[0]) == {"step", "accuracy", "val_reward", "val_reward_se"}
     for key in ("reward", "reward_std", "toy_reward", "kl", "clip_frac", "answer_len", "zero_std_groups",
                 "gen_s", "update_s"):
-        assert key in log[0]
-    assert 0 <= before <= 1 and log[-1]["accuracy"] == after
+        assert key in log[1]
+    assert 0 <= before <= 1 and log[-1]["accuracy"] == after and 0 <= log[-1]["val_reward"] <= 1
+
+
+def test_validation_reward_is_reproducible_and_leaves_training_noise_alone():
+    """Fixed prompts and noise of a fixed seed: the same policy gets the same validation reward, and
+    scoring it draws nothing from torch's global RNG (LoRA dropout) or the run's own generators."""
+    policy = model.build(SMALL, seed=1)
+    state = torch.get_rng_state()
+    tok = model_files.byte_tokenizer()
+    cfg = dg.GRPOConfig(num_generations=4, gen_length=8, block_length=8, diffusion_steps=8, temperature=1.0,
+                        device="cpu")
+    prompts = [chr(97 + i) + "\n" for i in range(10)]
+    first, se = dg.validation_reward(policy, tok, SevensTask(), prompts, cfg, "toy", batch_size=4)
+    assert (first, se) == dg.validation_reward(policy, tok, SevensTask(), prompts, cfg, "toy")
+    assert 0 <= first <= 1 and se >= 0 and policy.training  # the mode it had
+    assert torch.equal(state, torch.get_rng_state())
+    rollouts = [dg.rollout(policy, tok, SevensTask(), prompts, replace(cfg, num_generations=1), "toy",
+                           torch.Generator().manual_seed(s))["total"] for s in (0, 1)]
+    assert not torch.equal(*rollouts)  # the rollout noise does move the reward: the seed is what fixes it
 
 
 def test_grpo_rejects_bad_settings(small_path, tmp_path, monkeypatch):
