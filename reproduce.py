@@ -17,10 +17,18 @@ The toy analogue of d1's setting (README, "Reproducing d1 at toy scale"):
 - SFT: a small, fixed set of worked target solutions, trained for many epochs (d1: s1K, 1,000
   examples, 20 epochs; general reasoning rather than the target task).
 - diffu-GRPO: unlimited unlabeled prompts of the target distribution with the task's reward, from
-  the base (row 3) or from the SFT model (row 4, d1).
+  the base (row 3) or from the SFT model (row 4, d1). The settings were chosen on the validation
+  set (LOG.md, issue 13): many rollouts per update (32 prompts x 8 answers, mu 1, 50 steps,
+  temperature 1.0) and d1's one-step estimator without its prompt masking and KL (p_mask 0, beta 0),
+  which each cost about 5 points on a toy prompt that is all information.
 - evaluation: greedy accuracy on n_test held-out target instances (Sudoku: from solution grids never
   used in training); settings are chosen on a separate validation set (n_val instances from the
-  training grids or split), which is also what the training runs report as they go.
+  training grids or split), which is also what the training runs report as they go: every
+  rl_eval_every steps the RL runs score it greedily (accuracy) and with one sampled answer per
+  prompt under fixed noise (val_reward), the curves of rewards.png.
+
+A finished task and seed leaves result.json in its folder; running again with the same settings
+reuses it, so an interrupted reproduction continues where it stopped.
 """
 import json
 import math
