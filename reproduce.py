@@ -153,9 +153,10 @@ def cached_task(name, seed, cfg, out):
     an interrupted reproduction continues at the first unfinished task and seed."""
     path, settings = out / name / f"seed{seed}" / "result.json", {k: v for k, v in asdict(cfg).items()
                                                                     if k not in SHARED}
-    if path.is_file() and json.loads(path.read_text())["settings"] == settings:
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    if earlier.get("settings") == settings:
         print(f"{name} seed {seed}: the result of an earlier run with these settings, {path}")
-        return json.loads(path.read_text())["result"]
+        return earlier["result"]
     result = run_task(name, seed, cfg, out)
     path.write_text(json.dumps(dict(settings=settings, result=result), indent=2))
     return result
@@ -212,7 +213,7 @@ def noise_band(values, window):
 
 
 def rl_logs(out, name, seeds, row):
-    """Per seed, the diffu-GRPO run's log records: (steps, rollout records) and (steps, evaluations)."""
+    """Per seed, the diffu-GRPO run's log records as (rollout records, evaluation records)."""
     logs = []
     for seed in seeds:
         log = [json.loads(line) for line in open(out / name / f"seed{seed}" / row / "log.jsonl")]
@@ -274,9 +275,10 @@ def main(argv=None):
     minutes = (time.time() - t0) / 60
     print(f"\nheld-out accuracy (%), {cfg.n_test} instances per task, {len(seeds)} seed(s), {minutes:.1f} min\n")
     print(table(results))
-    print(f"\nd1's orderings, paired over seeds:\n{orderings(results)}")
+    paired = orderings(results)
+    print(f"\nd1's orderings, paired over seeds:\n{paired}")
     (out / "results.json").write_text(json.dumps(dict(config=asdict(cfg), results=results, minutes=minutes,
-                                                      orderings=orderings(results).splitlines()), indent=2))
+                                                      orderings=paired.splitlines()), indent=2))
     plot(out, names, seeds)
     return results
 

@@ -385,8 +385,13 @@ class Run:
             self.print(f"resuming from {self.resumed[0]} (step {self.start})")
         elif evaluate_first:
             self.print(self.figures(0, first))
-            if self.rank == 0:  # the starting point's figures, for the curves
-                self.log_file.write(json.dumps(dict(step=0, **first)) + "\n")
+            self.write_log(dict(step=0, **first))  # the starting point's figures, for the curves
+
+    def write_log(self, record):
+        """Append one record to log.jsonl (the first process writes it) and flush it to disk."""
+        if self.rank == 0:
+            self.log_file.write(json.dumps(record) + "\n")
+            self.log_file.flush()
 
     def figures(self, step, result):
         """The line printed for an evaluation: held-out accuracy and any other figures."""
@@ -413,9 +418,7 @@ class Run:
                 self.print(self.figures(step, result))
                 if self.rank == 0:
                     save(self.model, self.out, self.tokenizer)
-            if self.rank == 0:
-                self.log_file.write(json.dumps(self.record) + "\n")
-                self.log_file.flush()
+            self.write_log(self.record)
             self.after_step(step)
         if self.rank == 0:
             save(self.model, self.out, self.tokenizer)
