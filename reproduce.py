@@ -55,9 +55,11 @@ class ReproConfig:
     pretrain_steps: int = option(600, "base model: masked-diffusion steps on the easier domain data")
     sft_examples: int = option(128, "the fixed, small set of worked target solutions")
     sft_steps: int = option(300, "SFT steps over that set (batch 64: 150 epochs at the defaults)")
-    rl_steps: int = option(50, "diffu-GRPO outer steps for each RL row")
-    rl_lr: float = option(1e-4, "diffu-GRPO learning rate")
+    rl_steps: int = option(70, "diffu-GRPO outer steps for each RL row")
+    rl_lr: float = option(5e-5, "diffu-GRPO learning rate")
     temperature: float = option(1.0, "rollout temperature")
+    threshold: float = option(0.9, "rollouts only: Fast-dLLM parallel decoding threshold (0: off); "
+                                   "evaluation always decodes one token per step")
     prompts_per_step: int = option(32, "prompts per diffu-GRPO step")
     num_generations: int = option(8, "G")
     mu: int = option(1, "inner updates per batch of rollouts")
@@ -79,8 +81,9 @@ ROWS = ("base", "sft", "diffu-grpo", "d1")
 
 def countdown_domain(n, seed):
     """Countdown domain text, easier than the target task: every two-number instance a op b in 1..100
-    (about 10,800), and n three-number instances whose numbers are small (1..20; the target task draws
-    them from 1..100), each with the expression that built it."""
+    (about 10,800), and n three-number instances over 1..100 built with + and - only (the target task
+    also uses * and /, and asks for its numbers in any order), each with the expression that built it.
+    No instance shares (numbers, target) with the task's test split."""
     import random
     cd, rng = tasks.get_task("countdown"), random.Random(seed)
     out = []
@@ -91,11 +94,15 @@ def countdown_domain(n, seed):
                     out.append(cd.make([a, b], int(value), f"{a}{op}{b}"))
     seen = set()
     while len(seen) < n:
-        a, b, c = (rng.randint(1, 20) for _ in range(3))
-        expr = rng.choice([f"{a}{o1}{b}{o2}{c}" for o1 in "+-*" for o2 in "+-*"] + [f"({a}+{b})*{c}", f"({a}-{b})*{c}"])
+        a, b, c = (rng.randint(1, 100) for _ in range(3))
+        o1, o2 = rng.choice("+-"), rng.choice("+-")
+        expr = rng.choice([f"{a}{o1}{b}{o2}{c}", f"({a}{o1}{b}){o2}{c}", f"{a}{o1}({b}{o2}{c})"])
         value = tasks.safe_eval(expr, strict=True)
-        if value is not None and value == int(value) and 1 <= value <= 100 and (a, b, c, value) not in seen:
-            seen.add((a, b, c, value))
+        if value is None or not 1 <= value <= 100:
+            continue
+        key = (tuple(sorted((a, b, c))), int(value))
+        if key not in seen and not tasks.countdown_in_test(*key):
+            seen.add(key)
             out.append(cd.make([a, b, c], int(value), expr))
     rng.shuffle(out)
     return out
@@ -134,7 +141,8 @@ def run_task(name, seed, cfg, out):
                                        **common, **gen), sft_set, val)
     rl = diffu_grpo.GRPOConfig(steps=cfg.rl_steps, lr=cfg.rl_lr, temperature=cfg.temperature, mu=cfg.mu,
                                prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
-                               p_mask=cfg.p_mask, beta=cfg.beta, gen_length=16, block_length=16, diffusion_steps=16,
+                               p_mask=cfg.p_mask, beta=cfg.beta, threshold=cfg.threshold, gen_length=16,
+                               block_length=16, diffusion_steps=16,
                                **{**common, "eval_every": cfg.rl_eval_every})
     models = {"base": base, "sft": tuned}
     for row, start in (("diffu-grpo", "base"), ("d1", "sft")):

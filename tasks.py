@@ -495,7 +495,7 @@ class Countdown(Task):
             if not (x > 0 and x.denominator == 1 and 0 < t <= 100 and t.denominator == 1):
                 continue
             key = (tuple(sorted(nums)), int(t))
-            if key not in seen and (zlib.crc32(repr(key).encode()) % 10 == 0) == (split == "test"):
+            if key not in seen and countdown_in_test(*key) == (split == "test"):
                 seen.add(key)
                 out.append(self.make(nums, int(t), countdown_solve(nums, int(t))))
 
@@ -961,6 +961,12 @@ def _equation_lhs(s):
         if s.startswith("=", m.end()) and s[m.end() + 1:m.end() + 2] in tuple("0123456789. "):
             return m.group().strip()
     return None
+
+
+def countdown_in_test(sorted_nums, target):
+    """Whether Countdown.generate puts this instance (numbers sorted, target) in its test split: a hash
+    of the two sends 1 in 10 there."""
+    return zlib.crc32(repr((tuple(sorted_nums), int(target))).encode()) % 10 == 0
 
 
 def countdown_solve(nums, target):
