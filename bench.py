@@ -290,7 +290,7 @@ def grpo_setup(cfg, device, prompts_per_step, num_generations, **rollout):
     net = build(cfg, device=device)
     ref = build(cfg, device=device).eval().requires_grad_(False)
     gcfg = diffu_grpo.GRPOConfig(prompts_per_step=prompts_per_step, num_generations=num_generations, mu=2,
-                                 device=device, **rollout)
+                                 p_mask=0.15, beta=0.04, device=device, **{"threshold": 0.0, **rollout})
     task = tasks.get_task("sudoku")
     return net, ref, gcfg, task, task.generate(prompts_per_step, seed=0)
 
@@ -356,8 +356,8 @@ def accuracy_model(task, device, folder):
     print(f"training a small {task} model for the accuracy figures (once: it is kept in {folder})", flush=True)
     t = time.time()
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # sft.train's progress bars
-        net, _ = sft.train(sft.SFTConfig(model=str(init), task=task, steps=400, lr=2e-3, n_eval=1, eval_every=0,
-                                         log_every=10 ** 9, out=str(folder), device=device))
+        net, _ = sft.train(sft.SFTConfig(model=str(init), task=task, n_train=20000, steps=400, lr=2e-3, n_eval=1,
+                                         eval_every=0, log_every=10 ** 9, out=str(folder), device=device))
     print(f"  trained in {time.time() - t:.0f} s", flush=True)
     return net
 

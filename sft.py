@@ -51,7 +51,7 @@ class SFTConfig:
     task: str = option("sudoku", f"a task of tasks.py ({', '.join(tasks.TASKS)}) or s1k (needs --data)")
     data: str = option(None, "training data file (default: the task's seeded generator)")
     test_data: str = option(None, "held-out data file (default: the task's generator, test split)")
-    n_train: int = option(20000, "training examples drawn from the generator")
+    n_train: int = option(1000, "labeled training examples drawn from the generator (d1's s1K: 1,000)")
     n_eval: int = option(256, "held-out examples evaluated every eval_every steps")
     steps: int = option(300, "optimiser steps")
     batch_size: int = option(64, "sequences per step")

@@ -54,8 +54,8 @@ def test_diffu_grpo_raises_an_easy_reward(block_length, threshold, cache):
     ref = model.build(SMALL, seed=1).requires_grad_(False)
     tok = model_files.byte_tokenizer()
     cfg = dg.GRPOConfig(num_generations=8, mu=2, lr=3e-3, gen_length=8, block_length=block_length, diffusion_steps=8,
-                        temperature=1.0, beta=0.04, epsilon=0.2, grad_clip=1.0, device="cpu", threshold=threshold,
-                        cache=cache)
+                        temperature=1.0, p_mask=0.15, beta=0.04, epsilon=0.2, grad_clip=1.0, device="cpu",
+                        threshold=threshold, cache=cache)  # d1's estimator, not the toy defaults
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     g, gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     prompts = ["a\n", "bb\n", "ccc\n", "d\n"]
