@@ -155,7 +155,7 @@ def test_diffu_grpo_with_lora_trains_only_adapters():
     params = model.prepare_for_training(policy, lora_r=4, lora_alpha=8.0, grad_ckpt=True)
     ref = dg.reference_policy(policy, lora=True)  # adapters off: the base, no second copy
     cfg = dg.GRPOConfig(num_generations=8, mu=2, lr=3e-3, gen_length=8, block_length=8, diffusion_steps=8,
-                        temperature=1.0, lora_r=4, device="cpu")
+                        temperature=1.0, p_mask=0.15, beta=0.04, lora_r=4, device="cpu")  # d1's estimator, its KL
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     g, gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     tok = model_files.byte_tokenizer()
@@ -181,9 +181,11 @@ def test_diffu_grpo_end_to_end_with_lora_saves_merged(small_path, tmp_path):
 
 def test_a_llada_folder_takes_d1_settings_and_a_toy_folder_the_toy_ones(tiny_path, small_path):
     big = runs.parse_config(dg.GRPOConfig, ["--model", str(tiny_path)], None, dg.MODEL_DEFAULTS)
-    assert (big.model, big.mu, big.lora_r) == (str(tiny_path), 12, 128)  # LLaDA's format: d1's settings
+    assert (big.model, big.mu, big.p_mask, big.beta, big.threshold, big.lora_r) == (str(tiny_path), 12, 0.15, 0.04,
+                                                                                    0.0, 128)  # d1's settings
     toy = runs.parse_config(dg.GRPOConfig, ["--model", str(small_path)], None, dg.MODEL_DEFAULTS)
-    assert (toy.model, toy.mu, toy.lora_r) == (str(small_path), 4, 0)
+    assert (toy.model, toy.mu, toy.p_mask, toy.beta, toy.threshold, toy.lora_r) == (str(small_path), 1, 0.0, 0.0,
+                                                                                     0.9, 0)  # the toy protocol
 
 
 def test_a_task_without_a_generator_needs_a_data_file():
