@@ -963,10 +963,10 @@ def _equation_lhs(s):
     return None
 
 
-def countdown_in_test(sorted_nums, target):
-    """Whether Countdown.generate puts this instance (numbers sorted, target) in its test split: a hash
-    of the two sends 1 in 10 there."""
-    return zlib.crc32(repr((tuple(sorted_nums), int(target))).encode()) % 10 == 0
+def countdown_in_test(nums, target):
+    """Whether Countdown.generate puts this instance in its test split: a hash of (sorted numbers,
+    target) sends 1 in 10 there."""
+    return zlib.crc32(repr((tuple(sorted(nums)), int(target))).encode()) % 10 == 0
 
 
 def countdown_solve(nums, target):
