@@ -13,6 +13,8 @@ def test_quick_reproduction_pipeline(tmp_path, monkeypatch):
         assert set(per_seed) == set(reproduce.ROWS) and all(0 <= v <= 1 for v in per_seed.values())
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["results"] == results and saved["config"]["quick"]
+    minutes = saved["task_minutes"]["sudoku"]  # per task-seed; the total counts reused ones too
+    assert len(minutes) == 2 and saved["minutes"] == pytest.approx(sum(minutes))
     for row in ("base", "sft", "diffu-grpo", "d1"):
         assert (tmp_path / "sudoku" / "seed0" / row / "model.safetensors").is_file()
     table = reproduce.table(results)
@@ -21,8 +23,11 @@ def test_quick_reproduction_pipeline(tmp_path, monkeypatch):
     assert [[r["step"] for r in evals] for _, evals in logs] == [[0, 1, 2], [0, 1, 2]]
     assert [[r["step"] for r in rollouts] for rollouts, _ in logs] == [[1, 2], [1, 2]]
     monkeypatch.setattr(reproduce, "run_task", lambda *a: pytest.fail("an unchanged task-seed is not run again"))
-    again = reproduce.main(["--quick", "--tasks", "sudoku", "--seeds", "1", "--out", str(tmp_path), "--device", "cpu"])
+    again = reproduce.main(["--quick", "--tasks", "sudoku", "--seeds", "1", "--out", str(tmp_path), "--device", "cpu",
+                            "--countdown_pretrain_steps", "7"])  # another task's own option: Sudoku's result stands
     assert again["sudoku"] == results["sudoku"][1:]
+    assert reproduce.task_settings("sudoku", reproduce.ReproConfig()) != reproduce.task_settings(
+        "sudoku", reproduce.ReproConfig(sudoku_pretrain_steps=7))
 
 
 def test_toy_distributions_keep_test_grids_out_of_training():
