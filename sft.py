@@ -55,8 +55,9 @@ class SFTConfig:
     n_eval: int = option(256, "held-out examples evaluated every eval_every steps")
     steps: int = option(300, "optimiser steps")
     batch_size: int = option(64, "sequences per step")
-    lr: float = option(1e-3, "peak learning rate (linear warmup, then constant)")
+    lr: float = option(1e-3, "peak learning rate (linear warmup, then --schedule)")
     warmup: int = option(20, "warmup steps")
+    schedule: str = option("constant", "after warmup: constant, or linear decay to 0 at --steps (d1's Trainer)")
     weight_decay: float = option(0.1, "AdamW weight decay (LLaDA: 0.1)")
     grad_clip: float = option(1.0, "gradient-norm clip")
     eps: float = option(1e-3, "t = (1 - eps) U + eps")
@@ -183,7 +184,11 @@ def task_pairs(tokenizer, task, examples, style):
 # ----------------------------------------------------------------------------- the loop
 
 def lr_at(step, cfg):
-    return cfg.lr * min(1.0, step / max(cfg.warmup, 1))
+    """Linear warmup to cfg.lr, then constant or a linear decay that reaches 0 after the last step."""
+    warm = min(1.0, step / max(cfg.warmup, 1))
+    if cfg.schedule == "linear" and step > cfg.warmup:
+        return cfg.lr * max(0.0, (cfg.steps - step + 1) / max(cfg.steps - cfg.warmup, 1))
+    return cfg.lr * warm
 
 
 
@@ -193,6 +198,8 @@ def setup(cfg, world=1):
     (None for s1k), the model's config and its tokenizer; no weights are read yet."""
     if cfg.norm not in ("sequence", "batch"):
         raise ValueError(f"--norm must be sequence or batch, not {cfg.norm!r}")
+    if cfg.schedule not in ("constant", "linear"):
+        raise ValueError(f"--schedule must be constant or linear, not {cfg.schedule!r}")
     if cfg.task == "s1k" and not cfg.data:
         raise ValueError("--task s1k needs --data: a JSON/JSONL copy of simplescaling/s1K")
     if cfg.task != "s1k" and cfg.task not in tasks.TASKS:

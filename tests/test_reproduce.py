@@ -24,14 +24,17 @@ def test_quick_reproduction_pipeline(tmp_path, monkeypatch):
     assert [[r["step"] for r in rollouts] for rollouts, _ in logs] == [[1, 2], [1, 2]]
     monkeypatch.setattr(reproduce, "run_task", lambda *a: pytest.fail("an unchanged task-seed is not run again"))
     again = reproduce.main(["--quick", "--tasks", "sudoku", "--seeds", "1", "--out", str(tmp_path), "--device", "cpu",
-                            "--countdown_pretrain_steps", "7"])  # another task's own option: Sudoku's result stands
+                            "--countdown_pretrain_steps", "7",
+                            "--countdown_sft_examples", "9"])  # other tasks' own options: Sudoku's result stands
     assert again["sudoku"] == results["sudoku"][1:]
     assert reproduce.task_settings("sudoku", reproduce.ReproConfig()) != reproduce.task_settings(
         "sudoku", reproduce.ReproConfig(sudoku_pretrain_steps=7))
+    assert reproduce.task_settings("sudoku", reproduce.ReproConfig()) != reproduce.task_settings(
+        "sudoku", reproduce.ReproConfig(sudoku_sft_examples=9))
 
 
 def test_toy_distributions_keep_test_grids_out_of_training():
-    cfg = reproduce.ReproConfig(n_test=200, n_val=50, sft_examples=64)
+    cfg = reproduce.ReproConfig(n_test=200, n_val=50, sudoku_sft_examples=64)
     domain, sft_set, prompts, val, test = reproduce.distributions("sudoku", cfg, seed=0)
     train_grids = {ex.solution for ex in domain + sft_set + prompts + val}
     assert not train_grids & {ex.solution for ex in test}  # whole solution grids held out
@@ -63,3 +66,9 @@ def test_noise_band_of_a_moving_average():
     assert reproduce.noise_band(flat, 5) == 0.0
     noisy = [0.5 + (0.1 if i % 2 else -0.1) for i in range(400)]  # +-0.1 about a flat line
     assert abs(reproduce.noise_band(noisy, 4) - 0.1 / 2) < 0.01  # the residual std over sqrt(window)
+
+
+def test_a_task_without_toy_distributions_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="toy distributions for sudoku, countdown, not 'gsm8k'"):
+        reproduce.main(["--tasks", "gsm8k", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -1,4 +1,5 @@
 """sft.py: LLaDA's SFT forward process and loss (Eq. 5, Alg. 2)."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -69,3 +70,12 @@ def test_rows_are_cut_at_the_models_maximum_length():
     ids, prompt_len = sft.pad_answers(Tok, pairs, gen_length=4, max_len=5)
     assert ids.tolist() == [[1, 2, 3, 7, 8], [4, 5, 99, 99, 99]]  # the first answer loses its end, as d1's max_length
     assert prompt_len.tolist() == [3, 1]
+
+
+def test_learning_rate_warms_up_then_stays_or_decays_linearly_to_zero():
+    cfg = sft.SFTConfig(lr=1.0, warmup=10, steps=110)
+    assert [sft.lr_at(s, cfg) for s in (1, 5, 10, 11, 110)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+    cfg = sft.SFTConfig(lr=1.0, warmup=10, steps=110, schedule="linear")
+    assert [sft.lr_at(s, cfg) for s in (5, 10, 11, 60, 110)] == [0.5, 1.0, 1.0, 0.51, 0.01]  # (111 - step) / 100
+    with pytest.raises(ValueError, match="--schedule must be"):
+        sft.setup(sft.SFTConfig(schedule="cosine"))
