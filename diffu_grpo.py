@@ -147,16 +147,71 @@ def mask_prompt(prompt, p_mask, mask_id, u):
     return prompt.masked_fill((u < p_mask).to(prompt.device), mask_id)
 
 
-def per_token_logps(model, masked_prompt, completion, mask_id, attention_mask=None):
-    """The one-step estimate of log pi(o^k | q) (Sec. 3.1): one forward pass on
-    [q' | M ... M], log-softmax at the answer positions gathered at the sampled tokens. (N, L)."""
-    N, P = masked_prompt.shape
+def answer_logps(model, prompt, completion, masked, mask_id, attention_mask=None):
+    """log p_theta(o^k | q, o_t) at every answer position k, where o_t is the answer with the positions
+    where masked (N, L) is True replaced by [MASK]: one forward pass on [q | o_t]. (N, L); the
+    values at unmasked positions are computed too, but no estimator below uses them."""
+    N, P = prompt.shape
     L = completion.shape[1]
-    x = torch.cat([masked_prompt, torch.full_like(completion, mask_id)], dim=1)  # (N, P + L)
+    x = torch.cat([prompt, completion.masked_fill(masked.to(completion.device), mask_id)], dim=1)  # (N, P + L)
     if attention_mask is not None:
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(N, L)], dim=1)
     logits = model(x, attention_mask=attention_mask, logits_at=slice(P, P + L))  # (N, L, V)
     return -F.cross_entropy(logits.float().flatten(0, 1), completion.flatten(), reduction="none").view(N, L)
+
+
+def per_token_logps(model, masked_prompt, completion, mask_id, attention_mask=None):
+    """The one-step estimate of log pi(o^k | q) (Sec. 3.1): one forward pass on
+    [q' | M ... M], log-softmax at the answer positions gathered at the sampled tokens. (N, L)."""
+    every = torch.ones_like(completion, dtype=torch.bool)  # the answer fully masked
+    return answer_logps(model, masked_prompt, completion, every, mask_id, attention_mask)
+
+
+# ----------------------------------------------------------------------------- beyond d1: ELBO estimators
+
+def elbo_mask_weight(n_masked, L):
+    """The weight of one mask of the answer, with l = n_masked of its L positions masked, in LLaDA's
+    bound (arXiv 2502.09992, Eq. 5; Eq. 12 conditioned on the prompt): E_t[(1/t) P(that mask | t)] over
+    t ~ U(0,1], each position masked with probability t, = int_0^1 t^(l-1) (1-t)^(L-l) dt
+    = (l-1)! (L-l)! / L!."""
+    return math.factorial(n_masked - 1) * math.factorial(L - n_masked) / math.factorial(L)
+
+
+@torch.no_grad()
+def exact_elbo(model, prompt, completion, mask_id, attention_mask=None):
+    """LLaDA's lower bound on log p(o | q) (Eq. 5), computed exactly for a short answer: the sum over all
+    2^L - 1 non-empty masks S of elbo_mask_weight(|S|, L) sum_{k in S} log p(o^k | q, o with S masked).
+    (N,). It costs 2^L - 1 forward passes: the reference that the estimators' bias and variance are
+    measured against (bench.py, tests), not a training estimator."""
+    N, L = completion.shape
+    total = torch.zeros(N)
+    for bits in range(1, 2 ** L):
+        masked = torch.tensor([(bits >> k) & 1 for k in range(L)], dtype=torch.bool).expand(N, L)  # (N, L)
+        logp = answer_logps(model, prompt, completion, masked, mask_id, attention_mask)
+        total += elbo_mask_weight(int(masked[0].sum()), L) * (logp * masked.to(logp.device)).sum(1).cpu()
+    return total
+
+
+def elbo_noise(n, L, K, g):
+    """The randomness of the K-sample Monte-Carlo ELBO for n answers of length L: t ~ U(0,1] (n, K) and
+    masks (n, K, L), each answer position masked with probability t. Drawn once per inner update and
+    shared by the current, old and reference policies, so that their estimates differ by the policy
+    and not by the noise (VRPO, arXiv 2505.19223)."""
+    t = 1 - torch.rand(n, K, generator=g)  # (0, 1]
+    return dict(t=t, masked=torch.rand(n, K, L, generator=g) < t[..., None])
+
+
+def mc_elbo_terms(model, prompt, completion, mask_id, noise, attention_mask=None):
+    """LLaDA's bound (Eq. 5) estimated with K masked copies of the answer, per answer position: (N, L)
+    terms (1/K) sum_k 1[o^k masked in copy k] (1/t_k) log p(o^k | q, o_{t_k}). Their sum over the
+    positions is an unbiased estimate of exact_elbo (the estimator of VRPO and ESPO). K forward passes."""
+    t, masked = noise["t"].to(completion.device), noise["masked"].to(completion.device)  # (N, K), (N, K, L)
+    K = t.shape[1]
+    terms = torch.zeros(completion.shape, device=completion.device)
+    for k in range(K):
+        logp = answer_logps(model, prompt, completion, masked[:, k], mask_id, attention_mask)  # (N, L)
+        terms = terms + logp * masked[:, k] / t[:, k, None]
+    return terms / K
 
 
 def grpo_token_loss(logp, old_logp, ref_logp, adv, epsilon, beta):

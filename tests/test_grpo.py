@@ -124,3 +124,42 @@ def test_micro_batching_does_not_change_the_loss():
         whole = dg.reduce_loss(tok, mask, norm, mask.sum(), 6)
         parts = sum(dg.reduce_loss(tok[c], mask[c], norm, mask.sum(), 6) for c in (slice(0, 4), slice(4, 6)))
         torch.testing.assert_close(whole, parts)
+
+
+def test_the_exact_elbo_weights_sum_to_one_per_position():
+    # every position is masked in C(L-1, l-1) of the masks of size l: sum_l C(L-1, l-1) w(l) = 1, so where
+    # log p(o^k | ...) does not depend on the mask (a uniform model: log 1/V) the bound is exactly sum_k log p
+    from math import comb
+    for L in (1, 4, 9):
+        assert abs(sum(comb(L - 1, l - 1) * dg.elbo_mask_weight(l, L) for l in range(1, L + 1)) - 1) < 1e-12
+
+
+def test_exact_elbo_equals_a_hand_sum_over_masks(tiny):
+    g = torch.Generator().manual_seed(5)
+    prompt, completion = torch.randint(0, 300, (1, 5), generator=g), torch.randint(0, 300, (1, 2), generator=g)
+    def logp(masked):  # log p(o^k | q, o with `masked` replaced), every k
+        x = torch.cat([prompt, completion.masked_fill(torch.tensor([masked]), MASK)], 1)
+        with torch.no_grad():
+            return F.log_softmax(tiny(x), -1)[0, 5:].gather(1, completion[0][:, None])[:, 0]
+    # L = 2: masks {0}, {1} weigh 0! 1! / 2! = 1/2, {0, 1} weighs 1! 0! / 2! = 1/2
+    both = logp([True, True])
+    expected = 0.5 * logp([True, False])[0] + 0.5 * logp([False, True])[1] + 0.5 * both.sum()
+    torch.testing.assert_close(dg.exact_elbo(tiny, prompt, completion, MASK), expected[None], atol=1e-5, rtol=1e-5)
+
+
+def test_mc_elbo_is_unbiased_and_shares_its_noise(tiny):
+    g = torch.Generator().manual_seed(6)
+    prompt, completion = torch.randint(0, 300, (1, 5), generator=g), torch.randint(0, 300, (1, 4), generator=g)
+    exact = dg.exact_elbo(tiny, prompt, completion, MASK).item()
+    n = 4000  # one K = 2 estimate per row
+    noise = dg.elbo_noise(n, 4, 2, g)
+    with torch.no_grad():
+        est = dg.mc_elbo_terms(tiny, prompt.expand(n, 5), completion.expand(n, 4), MASK, noise).sum(1)
+    assert abs(est.mean().item() - exact) < 4 * est.std().item() / n ** 0.5  # unbiased
+    assert est.std().item() > 0.05  # and random: the test above could not pass by accident
+    # hand computation of one copy: (1/t) sum over masked positions of log p at those positions
+    one = {k: v[:1, :1] for k, v in noise.items()}
+    with torch.no_grad():
+        lp = dg.answer_logps(tiny, prompt, completion, one["masked"][:, 0], MASK)
+        terms = dg.mc_elbo_terms(tiny, prompt, completion, MASK, one)
+    torch.testing.assert_close(terms, lp * one["masked"][:, 0] / one["t"][0, 0])
