@@ -214,6 +214,65 @@ def mc_elbo_terms(model, prompt, completion, mask_id, noise, attention_mask=None
     return terms / K
 
 
+def coupled_noise(n, L, g, t_range=(0.2, 0.8)):
+    """coupled-GRPO's randomness (DiffuCoder, arXiv 2506.20639, Sec. 5, App. A.3): per answer a mask
+    ratio t ~ U(0.2, 0.8) (n,), and a mask (n, L) with each position masked with probability t; its
+    complement, masked at ratio 1 - t, is the other half of the pair."""
+    t = t_range[0] + (t_range[1] - t_range[0]) * torch.rand(n, generator=g)
+    return dict(t=t, masked=torch.rand(n, L, generator=g) < t[:, None])
+
+
+def coupled_terms(model, prompt, completion, mask_id, noise, attention_mask=None):
+    """coupled-GRPO's per-token estimate of log pi(o^k | q) (DiffuCoder Eq. 13 with one pair, lambda = 1):
+    the mean of d1's fully masked pass and of the complementary pair, in which every answer token is
+    masked, and predicted, exactly once, weighted by 1/(its pass's mask ratio):
+        0.5 [log p(o^k | q, M...M) + log p(o^k | q, o masked by m or by not-m) / (t or 1 - t)].
+    (N, L); the prompt is not masked. Three forward passes."""
+    t, masked = noise["t"].to(completion.device)[:, None], noise["masked"].to(completion.device)  # (N, 1), (N, L)
+    full = per_token_logps(model, prompt, completion, mask_id, attention_mask)
+    first = answer_logps(model, prompt, completion, masked, mask_id, attention_mask)
+    second = answer_logps(model, prompt, completion, ~masked, mask_id, attention_mask)
+    return 0.5 * (full + torch.where(masked, first / t, second / (1 - t)))
+
+
+def spg_noise(answer_mask, block_length, K, g):
+    """SPG's block-wise masks (arXiv 2510.09541, Sec. 3.3), K per answer: pick one of the blocks that hold
+    the answer (up to its first end-of-text, answer_mask (n, L)), keep the earlier blocks clean, mask a
+    uniform number 1..b of that block's b answer tokens at random, and mask every later position: the
+    states the semi-autoregressive sampler passes through. Returns masks (n, K, L)."""
+    n, L = answer_mask.shape
+    length = answer_mask.sum(1).clamp(min=1)  # (n,) |o|
+    n_blocks = (length + block_length - 1) // block_length  # blocks holding the answer
+    block = (torch.rand(n, K, generator=g) * n_blocks[:, None]).long()  # (n, K)
+    start = block * block_length
+    b = torch.minimum(start + block_length, length[:, None]) - start  # answer tokens in that block
+    count = 1 + (torch.rand(n, K, generator=g) * b).long()  # U{1..b}
+    pos = torch.arange(L)
+    in_block = (pos >= start[..., None]) & (pos < (start + b)[..., None])  # (n, K, L)
+    rank = torch.rand(n, K, L, generator=g).masked_fill(~in_block, 2.0).argsort(-1).argsort(-1)  # random order
+    return dict(masked=(in_block & (rank < count[..., None])) | (pos >= (start + b)[..., None]))
+
+
+def spg_terms(model, prompt, completion, mask_id, noise, adv, answer_mask, omega=0.5, beta=1.0,
+              attention_mask=None):
+    """SPG's sandwich per answer token (Sec. 3, Eq. 5-8), from K block-wise masked copies. Answers with
+    A >= 0 get the ELBO, each copy weighted |o| / (masked answer tokens) as SPG's code does;
+    answers with A < 0 the mixture omega * EUBO + (1 - omega) * ELBO, where the EUBO (Corollary 1, Eq. 7)
+    puts the log outside the average: (1/beta) log mean_k[1[o^k masked] p(o^k | ...)^beta / t_k],
+    t_k = masked answer tokens / |o| (tokens never masked add 0). (N, L); K forward passes."""
+    masked = noise["masked"].to(completion.device) & answer_mask[:, None]  # (N, K, L), within o
+    K = masked.shape[1]
+    weight = answer_mask.sum(1, keepdim=True) / masked.sum(2).clamp(min=1)  # (N, K): 1 / t_k
+    logps = torch.stack([answer_logps(model, prompt, completion, noise["masked"][:, k].to(completion.device),
+                                      mask_id, attention_mask) for k in range(K)], 1)  # (N, K, L)
+    elbo = (logps * masked * weight[..., None]).sum(1) / K  # (N, L)
+    inside = (beta * logps + weight.log()[..., None]).masked_fill(~masked, -math.inf)
+    eubo = (torch.logsumexp(inside, 1) - math.log(K)) / beta  # (N, L)
+    eubo = torch.where(masked.any(1), eubo, torch.zeros_like(eubo))
+    negative = (adv < 0)[:, None]
+    return torch.where(negative, omega * eubo + (1 - omega) * elbo, elbo)
+
+
 def grpo_token_loss(logp, old_logp, ref_logp, adv, epsilon, beta):
     """Per-token loss of Eq. 4 (negated, to minimise): -min(rho A, clip(rho, 1-eps, 1+eps) A)
     + beta KL, rho = exp(logp - old_logp), KL by the k3 estimator exp(ref - logp) - (ref - logp) - 1.

@@ -163,3 +163,58 @@ def test_mc_elbo_is_unbiased_and_shares_its_noise(tiny):
         lp = dg.answer_logps(tiny, prompt, completion, one["masked"][:, 0], MASK)
         terms = dg.mc_elbo_terms(tiny, prompt, completion, MASK, one)
     torch.testing.assert_close(terms, lp * one["masked"][:, 0] / one["t"][0, 0])
+
+
+def _logp(model, prompt, completion, masked):
+    """log p(o^k | q, o with `masked` (1, L) replaced by [MASK]) at every k, by hand. (L,)"""
+    x = torch.cat([prompt, completion.masked_fill(masked, MASK)], 1)
+    with torch.no_grad():
+        return F.log_softmax(model(x), -1)[0, prompt.shape[1]:].gather(1, completion[0][:, None])[:, 0]
+
+
+def test_coupled_estimate_equals_a_hand_computation(tiny):
+    g = torch.Generator().manual_seed(7)
+    prompt, completion = torch.randint(0, 300, (1, 5), generator=g), torch.randint(0, 300, (1, 6), generator=g)
+    noise = dg.coupled_noise(1, 6, g)
+    t, m = noise["t"].item(), noise["masked"]
+    assert 0.2 <= t <= 0.8 and 0 < m.sum() < 6  # (this seed masks some of the answer in each half of the pair)
+    full, first, second = (_logp(tiny, prompt, completion, x) for x in (torch.ones_like(m), m, ~m))
+    pair = torch.where(m[0], first / t, second / (1 - t))  # every token from the one pass that masks it
+    with torch.no_grad():
+        terms = dg.coupled_terms(tiny, prompt, completion, MASK, noise)
+    torch.testing.assert_close(terms[0], 0.5 * (full + pair), atol=1e-5, rtol=1e-5)
+
+
+def test_spg_block_masks_keep_earlier_blocks_clean_and_later_ones_masked():
+    g = torch.Generator().manual_seed(8)
+    answer = torch.arange(16)[None, :] < torch.tensor([[10], [16], [3]])  # |o| = 10, 16, 3
+    masked = dg.spg_noise(answer, 4, 200, g)["masked"]  # (3, 200, 16)
+    for i, length in enumerate((10, 16, 3)):
+        for row in masked[i]:
+            first = int(row.float().argmax())  # the first masked position lies in the chosen block
+            start = first // 4 * 4
+            end = min(start + 4, length)
+            assert not row[:start].any() and row[end:].all()  # earlier blocks clean, later masked
+            assert 1 <= row[start:end].sum() <= end - start
+        blocks = {int(row.float().argmax()) // 4 for row in masked[i]}
+        assert blocks == set(range((length + 3) // 4))  # every block that holds the answer is drawn
+
+
+def test_spg_sandwich_equals_a_hand_computation(tiny):
+    g = torch.Generator().manual_seed(9)
+    prompt = torch.randint(0, 300, (2, 5), generator=g)
+    completion = torch.randint(0, 300, (1, 8), generator=g).expand(2, 8)
+    answer = torch.arange(8)[None, :].expand(2, 8) < 6  # |o| = 6
+    noise = dg.spg_noise(answer, 4, 2, g)
+    adv = torch.tensor([0.5, -0.5])
+    with torch.no_grad():
+        terms = dg.spg_terms(tiny, prompt, completion, MASK, noise, adv, answer, omega=0.5, beta=1.5)
+    for i in range(2):
+        lp = [_logp(tiny, prompt[i:i + 1], completion[i:i + 1], noise["masked"][i, k][None]) for k in range(2)]
+        m = [noise["masked"][i, k] & answer[i] for k in range(2)]
+        inv_t = [6 / m[k].sum() for k in range(2)]  # |o| / masked answer tokens
+        elbo = sum(lp[k] * m[k] * inv_t[k] for k in range(2)) / 2
+        inner = sum(torch.exp(1.5 * lp[k]) * m[k] * inv_t[k] for k in range(2)) / 2
+        eubo = torch.where(inner > 0, inner.clamp(min=1e-30).log() / 1.5, torch.zeros(8))
+        expected = elbo if adv[i] >= 0 else 0.5 * eubo + 0.5 * elbo
+        torch.testing.assert_close(terms[i], expected, atol=1e-4, rtol=1e-4)
