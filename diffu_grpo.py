@@ -35,6 +35,11 @@ Departures from d1's code (README.md lists the project's others):
    (p_mask 0, beta 0), which each cost about 5 points on a toy prompt that is all information.
    `--model llada-8b` keeps d1's values (mu 12, p_mask 0.15, beta 0.04).
 
+Beyond d1 (--estimator, --loss; README, "Beyond d1"): its successors' log-likelihood estimates, each
+one function and one row of the ESTIMATORS table (LLaDA's Monte-Carlo ELBO as VRPO and ESPO use it,
+coupled-GRPO's complementary masks, SPG's sandwich of bounds), and wd1's ratio-free loss. d1's
+one-step estimate stays the default; the rest of the loop is the same for all.
+
 Several processes (torchrun, one GPU each): each process rolls out, scores and computes the
 advantages of all G answers of its own prompts (so group statistics need no communication); the
 prompt masks are drawn for the whole batch and the loss is normalised over the whole batch, so an
@@ -75,9 +80,15 @@ class GRPOConfig:
     prompts_per_step: int = option(32, "prompts per outer step")
     num_generations: int = option(8, "G, answers per prompt")
     mu: int = option(1, "inner updates per batch of rollouts (d1: 12)")
-    p_mask: float = option(0.0, "probability of masking each prompt token in the log-prob estimate (d1: 0.15)")
+    p_mask: float = option(0.0, "one-step: probability of masking each prompt token in the estimate (d1: 0.15)")
     beta: float = option(0.0, "weight of the k3 KL to the reference policy (d1: 0.04)")
     epsilon: float = option(0.2, "clip range of the ratio")
+    estimator: str = option("one-step", "log-likelihood estimate: one-step (d1), mc-elbo (VRPO/ESPO), coupled "
+                                        "(coupled-GRPO), spg (SPG's sandwich); README, 'Beyond d1'")
+    loss: str = option("grpo", "grpo (clipped ratio, Eq. 4) or wd1 (wd1's ratio-free weighted likelihood)")
+    mc_samples: int = option(2, "mc-elbo and spg: masked copies of each answer (forward passes per estimate)")
+    spg_omega: float = option(0.5, "spg: weight of the upper bound (EUBO) for answers with negative advantage")
+    spg_beta: float = option(1.5, "spg: the EUBO's beta (>= 1; SPG: 1.0 for Sudoku, 1.5 otherwise)")
     lr: float = option(5e-5, "learning rate (constant)")
     weight_decay: float = option(0.1, "AdamW weight decay")
     grad_clip: float = option(0.2, "gradient-norm clip")
@@ -192,13 +203,20 @@ def exact_elbo(model, prompt, completion, mask_id, attention_mask=None):
     return total
 
 
-def elbo_noise(n, L, K, g):
-    """The randomness of the K-sample Monte-Carlo ELBO for n answers of length L: t ~ U(0,1] (n, K) and
+def uniforms(g, n, rows=slice(None)):
+    """rand(*shape): U[0,1) draws of shape (n, *shape) from g, cut to this process's rows. Every noise
+    function below draws through it, for the whole batch alike on every process (torchrun), so that
+    the noise of a row does not depend on the number of processes."""
+    return lambda *shape: torch.rand(n, *shape, generator=g)[rows]
+
+
+def elbo_noise(rand, L, K):
+    """The randomness of the K-sample Monte-Carlo ELBO for answers of length L: t ~ U(0,1] (n, K) and
     masks (n, K, L), each answer position masked with probability t. Drawn once per inner update and
     shared by the current, old and reference policies, so that their estimates differ by the policy
     and not by the noise (VRPO, arXiv 2505.19223)."""
-    t = 1 - torch.rand(n, K, generator=g)  # (0, 1]
-    return dict(t=t, masked=torch.rand(n, K, L, generator=g) < t[..., None])
+    t = 1 - rand(K)  # (0, 1]
+    return dict(t=t, masked=rand(K, L) < t[..., None])
 
 
 def mc_elbo_terms(model, prompt, completion, mask_id, noise, attention_mask=None):
@@ -214,12 +232,12 @@ def mc_elbo_terms(model, prompt, completion, mask_id, noise, attention_mask=None
     return terms / K
 
 
-def coupled_noise(n, L, g, t_range=(0.2, 0.8)):
+def coupled_noise(rand, L, t_range=(0.2, 0.8)):
     """coupled-GRPO's randomness (DiffuCoder, arXiv 2506.20639, Sec. 5, App. A.3): per answer a mask
     ratio t ~ U(0.2, 0.8) (n,), and a mask (n, L) with each position masked with probability t; its
     complement, masked at ratio 1 - t, is the other half of the pair."""
-    t = t_range[0] + (t_range[1] - t_range[0]) * torch.rand(n, generator=g)
-    return dict(t=t, masked=torch.rand(n, L, generator=g) < t[:, None])
+    t = t_range[0] + (t_range[1] - t_range[0]) * rand()
+    return dict(t=t, masked=rand(L) < t[:, None])
 
 
 def coupled_terms(model, prompt, completion, mask_id, noise, attention_mask=None):
@@ -235,7 +253,7 @@ def coupled_terms(model, prompt, completion, mask_id, noise, attention_mask=None
     return 0.5 * (full + torch.where(masked, first / t, second / (1 - t)))
 
 
-def spg_noise(answer_mask, block_length, K, g):
+def spg_noise(rand, answer_mask, block_length, K):
     """SPG's block-wise masks (arXiv 2510.09541, Sec. 3.3), K per answer: pick one of the blocks that hold
     the answer (up to its first end-of-text, answer_mask (n, L)), keep the earlier blocks clean, mask a
     uniform number 1..b of that block's b answer tokens at random, and mask every later position: the
@@ -243,13 +261,13 @@ def spg_noise(answer_mask, block_length, K, g):
     n, L = answer_mask.shape
     length = answer_mask.sum(1).clamp(min=1)  # (n,) |o|
     n_blocks = (length + block_length - 1) // block_length  # blocks holding the answer
-    block = (torch.rand(n, K, generator=g) * n_blocks[:, None]).long()  # (n, K)
+    block = (rand(K) * n_blocks[:, None]).long()  # (n, K)
     start = block * block_length
     b = torch.minimum(start + block_length, length[:, None]) - start  # answer tokens in that block
-    count = 1 + (torch.rand(n, K, generator=g) * b).long()  # U{1..b}
+    count = 1 + (rand(K) * b).long()  # U{1..b}
     pos = torch.arange(L)
     in_block = (pos >= start[..., None]) & (pos < (start + b)[..., None])  # (n, K, L)
-    rank = torch.rand(n, K, L, generator=g).masked_fill(~in_block, 2.0).argsort(-1).argsort(-1)  # random order
+    rank = rand(K, L).masked_fill(~in_block, 2.0).argsort(-1).argsort(-1)  # a random order within the block
     return dict(masked=(in_block & (rank < count[..., None])) | (pos >= (start + b)[..., None]))
 
 
@@ -295,6 +313,85 @@ def reduce_loss(token_loss, mask, norm, n_tokens, n_seqs):
     if norm == "token":
         return (token_loss * mask).sum() / n_tokens
     return ((token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)).sum() / n_seqs
+
+
+def grpo_sequence_loss(seq, old_seq, ref_seq, length, adv, epsilon, beta):
+    """ESPO's sequence-level GRPO (arXiv 2512.03759): the answer is one action, with one ratio
+    rho = exp((S - S_old) / |o|) of its log-likelihood estimates S (N,), normalised by its length |o|
+    (N,); the loss -min(rho A, clip(rho, 1-eps, 1+eps) A) + beta * 0.5 (S - S_ref)^2 / |o|, ESPO's k2 KL.
+    Returns the loss (N,), the KL (N,) and clipped (N,)."""
+    ratio = torch.exp((seq - old_seq) / length)
+    unclipped, clipped = ratio * adv, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * adv
+    kl = 0.5 * (seq - ref_seq) ** 2 / length
+    return -torch.min(unclipped, clipped) + beta * kl, kl, clipped < unclipped
+
+
+def wd1_loss(seq, adv, G, psi=1.0):
+    """wd1's ratio-free weighted likelihood (arXiv 2507.08838, Eq. 8-9): -(w+_i - w-_i) S_i per answer,
+    with w+- = softmax over its group of +-psi A (psi = 1 as in wd1). No old policy, no clipping: answers
+    better than their group are pushed up, worse ones down, and a group of equal rewards gives nothing.
+    seq (N,) log-likelihood estimates, adv (N,), groups of G consecutive answers. Returns (N,)."""
+    a = adv.view(-1, G)
+    w = torch.softmax(psi * a, dim=1) - torch.softmax(-psi * a, dim=1)  # (N/G, G)
+    return -(w.reshape(-1) * seq)
+
+
+# ----------------------------------------------------------------------------- the flag table
+
+@dataclass(frozen=True)
+class Estimator:
+    """A log-likelihood estimate for the policy loss (--estimator). noise(batch, cfg, rand, mask_id)
+    draws its randomness for one inner update, which the current, old and reference policies share;
+    terms(model, rows, noise, cfg, mask_id) gives (n, L) per-token terms; level "token": one ratio per
+    answer token (d1's Eq. 4), "sequence": one per answer, from the sum of the terms (ESPO)."""
+    noise: object
+    terms: object
+    level: str
+
+
+ESTIMATORS = {
+    "one-step": Estimator(  # d1 (Sec. 3.1): one pass on [q' | M ... M], q' masked with --p_mask
+        lambda b, cfg, rand, mask_id: dict(prompt=mask_prompt(
+            b["prompt"], cfg.p_mask, mask_id, rand(b["prompt_width"])[:, b["prompt_width"] - b["prompt"].shape[1]:])),
+        lambda model, r, noise, cfg, mask_id: per_token_logps(model, noise["prompt"], r["completion"], mask_id,
+                                                              r["attention_mask"]),
+        "token"),
+    "mc-elbo": Estimator(  # LLaDA's bound with --mc_samples copies at random t (VRPO, ESPO)
+        lambda b, cfg, rand, mask_id: elbo_noise(rand, b["completion"].shape[1], cfg.mc_samples),
+        lambda model, r, noise, cfg, mask_id: mc_elbo_terms(model, r["prompt"], r["completion"], mask_id, noise,
+                                                            r["attention_mask"]),
+        "sequence"),
+    "coupled": Estimator(  # coupled-GRPO (DiffuCoder): d1's pass and a complementary pair
+        lambda b, cfg, rand, mask_id: coupled_noise(rand, b["completion"].shape[1]),
+        lambda model, r, noise, cfg, mask_id: coupled_terms(model, r["prompt"], r["completion"], mask_id, noise,
+                                                            r["attention_mask"]),
+        "token"),
+    "spg": Estimator(  # SPG's sandwich with its block-wise masks, --mc_samples copies
+        lambda b, cfg, rand, mask_id: spg_noise(rand, b["mask"], cfg.block_length, cfg.mc_samples),
+        lambda model, r, noise, cfg, mask_id: spg_terms(model, r["prompt"], r["completion"], mask_id, noise, r["adv"],
+                                                        r["mask"], cfg.spg_omega, cfg.spg_beta, r["attention_mask"]),
+        "sequence"),
+}
+LOSSES = ("grpo", "wd1")
+
+
+def policy_loss(cfg, logp, old, ref, rows, counts):
+    """The loss of one micro-batch under --loss and the estimator's level, with the whole batch's
+    normalisers counts = (answer tokens, answers); and its KL and clipped fraction, likewise normalised.
+    logp, old, ref: (n, L) terms of the current, old and reference policies (old, ref may be None)."""
+    mask, (n_tokens, n_seqs) = rows["mask"].float(), counts
+    seq = lambda terms: (terms * mask).sum(1)  # (n,) the answer's estimate, up to its first end-of-text
+    if cfg.loss == "wd1":
+        loss = wd1_loss(seq(logp), rows["adv"], cfg.num_generations)
+        return loss.sum() / (n_seqs / cfg.num_generations), 0.0, 0.0  # mean over the batch's groups
+    ref = ref if ref is not None else logp.detach()
+    if ESTIMATORS[cfg.estimator].level == "token":
+        tok, kl, clipped = grpo_token_loss(logp, old, ref, rows["adv"], cfg.epsilon, cfg.beta)
+        return (reduce_loss(tok, mask, cfg.loss_norm, n_tokens, n_seqs), ((kl * mask).sum() / n_tokens).item(),
+                ((clipped.float() * mask).sum() / n_tokens).item())
+    loss, kl, clipped = grpo_sequence_loss(seq(logp), seq(old), seq(ref), mask.sum(1).clamp(min=1), rows["adv"],
+                                           cfg.epsilon, cfg.beta)
+    return loss.sum() / n_seqs, kl.sum().item() / n_seqs, clipped.float().sum().item() / n_seqs
 
 
 # ----------------------------------------------------------------------------- rollouts
@@ -352,36 +449,37 @@ def validation_reward(policy, tokenizer, task, examples, cfg, style, batch_size=
 
 
 @torch.no_grad()
-def fixed_logps(model, masked_prompts, batch, mask_id, chunks):
-    """log-probs of a frozen policy (old or reference) for every prompt mask: [(N, L)] * mu."""
-    return [torch.cat([per_token_logps(model, mp[c], batch["completion"][c], mask_id, _rows(batch["attention_mask"], c))
-                       for c in chunks]) for mp in masked_prompts]
+def fixed_terms(model, noises, batch, cfg, mask_id, chunks):
+    """The estimator's terms under a frozen policy (old or reference), for the noise of every inner
+    update: [(N, L)] * mu."""
+    terms = ESTIMATORS[cfg.estimator].terms
+    return [torch.cat([terms(model, rows_of(batch, c), rows_of(noise, c), cfg, mask_id) for c in chunks])
+            for noise in noises]
 
 
-def _rows(t, c):
-    return None if t is None else t[c]
+def rows_of(tensors, c):
+    """The micro-batch c (a slice of rows) of a batch's or a noise's tensors."""
+    keys = ("prompt", "attention_mask", "completion", "adv", "mask") if "completion" in tensors else tensors
+    return {k: None if tensors[k] is None else tensors[k][c] for k in keys}
 
 
 # ----------------------------------------------------------------------------- the loop
 
-def inner_update(policy, opt, batch, masked_prompt, old, ref, cfg, mask_id, chunks, counts):
-    """One gradient step of Alg. 1 (lines 8-10) on the buffered rollouts, micro-batch by micro-batch.
+def inner_update(policy, opt, batch, noise, old, ref, cfg, mask_id, chunks, counts):
+    """One gradient step of Alg. 1 (lines 8-10) on the buffered rollouts, micro-batch by micro-batch,
+    with this update's estimator noise (shared with old and ref, (N, L) terms or None).
     counts = (answer tokens, sequences) of the whole batch, over all processes: the normalisers."""
-    mask = batch["mask"].float()
-    n_tokens, n_seqs = counts
     opt.zero_grad(set_to_none=True)
     stats = dict(loss=0.0, kl=0.0, clip=0.0)
     for c in chunks:
+        rows = rows_of(batch, c)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(cfg.device).type == "cuda"):
-            logp = per_token_logps(policy, masked_prompt[c], batch["completion"][c], mask_id,
-                                   _rows(batch["attention_mask"], c))
-        tok, kl, clipped = grpo_token_loss(logp, old[c], ref[c] if ref is not None else logp.detach(),
-                                           batch["adv"][c], cfg.epsilon, cfg.beta)
-        loss = reduce_loss(tok, mask[c], cfg.loss_norm, n_tokens, n_seqs)
+            logp = ESTIMATORS[cfg.estimator].terms(policy, rows, rows_of(noise, c), cfg, mask_id)  # (n, L)
+        loss, kl, clip = policy_loss(cfg, logp, _part(old, c), _part(ref, c), rows, counts)
         loss.backward()
         stats["loss"] += loss.item()
-        stats["kl"] += ((kl * mask[c]).sum() / n_tokens).item()
-        stats["clip"] += ((clipped.float() * mask[c]).sum() / n_tokens).item()
+        stats["kl"] += kl
+        stats["clip"] += clip
     stats = dict(zip(stats, all_reduce_sum(list(stats.values()))))  # the whole batch's
     if not math.isfinite(stats["loss"]):
         raise FloatingPointError(f"loss is {stats['loss']}")
@@ -389,9 +487,13 @@ def inner_update(policy, opt, batch, masked_prompt, old, ref, cfg, mask_id, chun
     return stats
 
 
+def _part(t, c):
+    return None if t is None else t[c]
+
+
 def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g, gen):
     """Alg. 1, one iteration of the outer loop: rollouts (noise from gen, on the model's device), then
-    mu updates with fresh prompt masks (from g, on the CPU). Under torchrun, examples are this
+    mu updates, each with fresh estimator noise (from g, on the CPU; d1: a fresh prompt mask). Under torchrun, examples are this
     process's prompts; the masks, normalisers, gradients and logged statistics are the whole batch's."""
     t0 = time.time()
     policy.eval()
@@ -400,13 +502,13 @@ def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g,
     N = batch["completion"].shape[0]
     size = cfg.micro_batch or N
     chunks = [slice(i, i + size) for i in range(0, N, size)]
-    masked_prompts, n_all = prompt_masks(batch["prompt"], cfg, tokenizer.mask_id, g)
-    old = fixed_logps(policy, masked_prompts, batch, tokenizer.mask_id, chunks)
-    ref = fixed_logps(ref_model, masked_prompts, batch, tokenizer.mask_id, chunks) if cfg.beta else None
+    noises, n_all = draw_noise(batch, cfg, tokenizer.mask_id, g)
+    old = fixed_terms(policy, noises, batch, cfg, tokenizer.mask_id, chunks) if cfg.loss == "grpo" else [None] * cfg.mu
+    ref = fixed_terms(ref_model, noises, batch, cfg, tokenizer.mask_id, chunks) if cfg.beta else None
     t_logp = time.time()
     policy.train()
     counts = (max(all_reduce_sum([batch["mask"].sum().item()])[0], 1), n_all)  # the whole batch's normalisers
-    inner = [inner_update(policy, opt, batch, masked_prompts[n], old[n], ref[n] if ref else None, cfg,
+    inner = [inner_update(policy, opt, batch, noises[n], old[n], ref[n] if ref else None, cfg,
                           tokenizer.mask_id, chunks, counts) for n in range(cfg.mu)]
     t2 = time.time()
     record = step_record(batch, inner, cfg.num_generations)
@@ -414,14 +516,15 @@ def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g,
     return record, batch
 
 
-def prompt_masks(prompt, cfg, mask_id, g):
-    """The mu masked prompts q' of an outer step, one per inner update, [(n, p)] * mu, and N, the
-    number of rollouts of the whole batch. The uniform draws are made from g for the whole (N, P)
-    batch, alike on every process (torchrun), each of which keeps its block: its rows, and the last
-    p columns, where its left-padded prompts lie. So the masks are those of a single process."""
-    rows, n_all, p_all = whole_batch(prompt.shape)
-    draws = [torch.rand(n_all, p_all, generator=g)[rows, p_all - prompt.shape[1]:] for _ in range(cfg.mu)]
-    return [mask_prompt(prompt, cfg.p_mask, mask_id, u) for u in draws], n_all
+def draw_noise(batch, cfg, mask_id, g):
+    """The estimator's noise for each of the mu inner updates of an outer step, [dict of (n, ...)] * mu,
+    and N, the number of rollouts of the whole batch. The uniform draws are made from g for the whole
+    batch, alike on every process (torchrun), each of which keeps its rows (and, for d1's prompt masks,
+    the last p of the P columns, where its left-padded prompts lie): the noise of a single process."""
+    rows, n_all, p_all = whole_batch(batch["prompt"].shape)
+    batch["prompt_width"] = p_all
+    rand = uniforms(g, n_all, rows)
+    return [ESTIMATORS[cfg.estimator].noise(batch, cfg, rand, mask_id) for _ in range(cfg.mu)], n_all
 
 
 def step_record(batch, inner, G):
@@ -448,6 +551,17 @@ def setup(cfg, world=1):
                          f"not {cfg.num_generations}")
     if cfg.loss_norm not in ("token", "sequence"):
         raise ValueError(f"--loss_norm must be token or sequence, not {cfg.loss_norm!r}")
+    if cfg.estimator not in ESTIMATORS:
+        raise ValueError(f"--estimator must be one of {', '.join(ESTIMATORS)}, not {cfg.estimator!r}")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, not {cfg.loss!r}")
+    if cfg.loss == "wd1" and cfg.beta:
+        raise ValueError("--loss wd1 has no reference policy (wd1 sets its KL weight to 0): use --beta 0")
+    if cfg.loss == "wd1" and cfg.micro_batch % cfg.num_generations:
+        raise ValueError(f"--loss wd1 weighs answers within their group: --micro_batch must be a multiple of "
+                         f"--num_generations ({cfg.num_generations}), not {cfg.micro_batch}")
+    if cfg.mc_samples < 1 or cfg.spg_beta < 1 or not 0 <= cfg.spg_omega <= 1:
+        raise ValueError("--mc_samples must be at least 1, --spg_beta at least 1 and --spg_omega in [0, 1]")
     check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", cfg.temperature, 0.0)
     check_fast_settings(cfg.threshold or None, cfg.cache, "low_confidence", 0.0)
     if cfg.model not in PRESETS and not Path(cfg.model).exists():

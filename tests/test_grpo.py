@@ -1,4 +1,6 @@
 """diffu_grpo.py: the one-step log-prob estimator, advantages and the diffu-GRPO loss."""
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -152,7 +154,7 @@ def test_mc_elbo_is_unbiased_and_shares_its_noise(tiny):
     prompt, completion = torch.randint(0, 300, (1, 5), generator=g), torch.randint(0, 300, (1, 4), generator=g)
     exact = dg.exact_elbo(tiny, prompt, completion, MASK).item()
     n = 4000  # one K = 2 estimate per row
-    noise = dg.elbo_noise(n, 4, 2, g)
+    noise = dg.elbo_noise(dg.uniforms(g, n), 4, 2)
     with torch.no_grad():
         est = dg.mc_elbo_terms(tiny, prompt.expand(n, 5), completion.expand(n, 4), MASK, noise).sum(1)
     assert abs(est.mean().item() - exact) < 4 * est.std().item() / n ** 0.5  # unbiased
@@ -175,7 +177,7 @@ def _logp(model, prompt, completion, masked):
 def test_coupled_estimate_equals_a_hand_computation(tiny):
     g = torch.Generator().manual_seed(7)
     prompt, completion = torch.randint(0, 300, (1, 5), generator=g), torch.randint(0, 300, (1, 6), generator=g)
-    noise = dg.coupled_noise(1, 6, g)
+    noise = dg.coupled_noise(dg.uniforms(g, 1), 6)
     t, m = noise["t"].item(), noise["masked"]
     assert 0.2 <= t <= 0.8 and 0 < m.sum() < 6  # (this seed masks some of the answer in each half of the pair)
     full, first, second = (_logp(tiny, prompt, completion, x) for x in (torch.ones_like(m), m, ~m))
@@ -188,7 +190,7 @@ def test_coupled_estimate_equals_a_hand_computation(tiny):
 def test_spg_block_masks_keep_earlier_blocks_clean_and_later_ones_masked():
     g = torch.Generator().manual_seed(8)
     answer = torch.arange(16)[None, :] < torch.tensor([[10], [16], [3]])  # |o| = 10, 16, 3
-    masked = dg.spg_noise(answer, 4, 200, g)["masked"]  # (3, 200, 16)
+    masked = dg.spg_noise(dg.uniforms(g, 3), answer, 4, 200)["masked"]  # (3, 200, 16)
     for i, length in enumerate((10, 16, 3)):
         for row in masked[i]:
             first = int(row.float().argmax())  # the first masked position lies in the chosen block
@@ -205,7 +207,7 @@ def test_spg_sandwich_equals_a_hand_computation(tiny):
     prompt = torch.randint(0, 300, (2, 5), generator=g)
     completion = torch.randint(0, 300, (1, 8), generator=g).expand(2, 8)
     answer = torch.arange(8)[None, :].expand(2, 8) < 6  # |o| = 6
-    noise = dg.spg_noise(answer, 4, 2, g)
+    noise = dg.spg_noise(dg.uniforms(g, 2), answer, 4, 2)
     adv = torch.tensor([0.5, -0.5])
     with torch.no_grad():
         terms = dg.spg_terms(tiny, prompt, completion, MASK, noise, adv, answer, omega=0.5, beta=1.5)
@@ -218,3 +220,26 @@ def test_spg_sandwich_equals_a_hand_computation(tiny):
         eubo = torch.where(inner > 0, inner.clamp(min=1e-30).log() / 1.5, torch.zeros(8))
         expected = elbo if adv[i] >= 0 else 0.5 * eubo + 0.5 * elbo
         torch.testing.assert_close(terms[i], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_wd1_weights_push_the_better_answers_up_and_the_worse_down():
+    adv = torch.tensor([1.0, -1.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5])  # two groups of G = 4; the second has equal rewards
+    seq = torch.tensor([-2.0, -3.0, -1.0, -4.0, -1.0, -2.0, -3.0, -4.0])
+    loss = dg.wd1_loss(seq, adv, 4)
+    e = torch.exp(torch.tensor([1.0, -1.0, 0.0, 0.0]))  # exp(psi A), psi = 1
+    w = e / e.sum() - (1 / e) / (1 / e).sum()  # softmax(A) - softmax(-A), by hand
+    torch.testing.assert_close(loss[:4], -w * seq[:4])
+    assert torch.all(loss[4:] == 0)  # a group without reward variance gives no gradient
+    assert w[0] > 0 > w[1]  # descending the loss raises log p of the best answer and lowers the worst's
+
+
+def test_sequence_level_ratio_is_one_per_answer_and_clipped_as_a_whole():
+    length = torch.tensor([4.0, 4.0, 2.0])
+    adv = torch.tensor([1.0, 1.0, -1.0])
+    old = torch.tensor([-8.0, -8.0, -3.0])
+    seq = old + torch.tensor([0.0, 4 * math.log(1.5), 2 * math.log(0.5)])  # ratios 1, 1.5, 0.5
+    ref = old - 2.0
+    loss, kl, clipped = dg.grpo_sequence_loss(seq, old, ref, length, adv, 0.2, 0.1)
+    torch.testing.assert_close(kl, 0.5 * (seq - ref) ** 2 / length)  # ESPO's k2
+    torch.testing.assert_close(loss, torch.tensor([-1.0, -1.2, 0.8]) + 0.1 * kl)  # min(rho A, clip(rho) A)
+    assert clipped.tolist() == [False, True, True]

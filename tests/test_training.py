@@ -65,6 +65,27 @@ def test_diffu_grpo_raises_an_easy_reward(block_length, threshold, cache):
     assert sum(rewards[-5:]) / 5 > 0.5  # most answer characters are now '7'
 
 
+@pytest.mark.parametrize("estimator,loss", [("mc-elbo", "grpo"), ("coupled", "grpo"), ("spg", "grpo"),
+                                           ("one-step", "wd1")])
+def test_every_estimator_and_loss_raises_an_easy_reward(estimator, loss):
+    """The successors' estimators and wd1's loss (issue 14) learn the same easy reward as d1's."""
+    policy = model.build(SMALL, seed=1)
+    ref = model.build(SMALL, seed=1).requires_grad_(False)
+    tok = model_files.byte_tokenizer()
+    cfg = dg.GRPOConfig(num_generations=8, mu=2, lr=3e-3, gen_length=8, block_length=4, diffusion_steps=8,
+                        temperature=1.0, beta=0.04 if estimator == "coupled" else 0.0, grad_clip=1.0, device="cpu",
+                        threshold=0.0, estimator=estimator, loss=loss)  # ESPO's k2 KL at 0.04 holds the policy still
+    dg.setup(cfg)  # the settings pass their own checks
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    g, gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    prompts = ["a\n", "bb\n", "ccc\n", "d\n"]
+    records = [dg.train_step(policy, ref, opt, tok, SevensTask(), prompts, cfg, "toy", g, gen)[0] for _ in range(25)]
+    assert records[0]["reward"] < 0.1
+    assert sum(r["reward"] for r in records[-5:]) / 5 > 0.5
+    first = dg.train_step(policy, ref, opt, tok, SevensTask(), prompts, replace(cfg, mu=1), "toy", g, gen)[0]
+    assert first["clip_frac"] == 0.0  # one update: the ratio is exactly 1, old and current share the noise
+
+
 def test_diffu_grpo_end_to_end(small_path, tmp_path):
     cfg = dg.GRPOConfig(model=str(small_path), task="countdown", n_train=100, n_eval=16, steps=2,
                         prompts_per_step=4, num_generations=4, mu=2, eval_every=0, micro_batch=6,
@@ -102,6 +123,14 @@ def test_grpo_rejects_bad_settings(small_path, tmp_path, monkeypatch):
         dg.setup(dg.GRPOConfig(model=str(small_path), num_generations=1, device="cpu"))
     with pytest.raises(ValueError, match="loss_norm"):
         dg.setup(dg.GRPOConfig(model=str(small_path), loss_norm="mean", device="cpu"))
+    for bad, match in ((dict(estimator="elbo"), "--estimator must be one of one-step, mc-elbo, coupled, spg"),
+                       (dict(loss="ppo"), "--loss must be one of grpo, wd1"),
+                       (dict(loss="wd1", beta=0.04), "use --beta 0"),
+                       (dict(loss="wd1", micro_batch=6, num_generations=4), "multiple of --num_generations"),
+                       (dict(estimator="spg", spg_beta=0.5), "--spg_beta at least 1"),
+                       (dict(estimator="mc-elbo", mc_samples=0), "--mc_samples must be at least 1")):
+        with pytest.raises(ValueError, match=match):
+            dg.setup(dg.GRPOConfig(model=str(small_path), device="cpu", **bad))
     monkeypatch.chdir(tmp_path)  # no runs/sft-toy here
     with pytest.raises(FileNotFoundError, match="run `python sft.py` first"):
         dg.setup(dg.GRPOConfig(device="cpu"))
