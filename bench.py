@@ -4,6 +4,7 @@ the opt-in Fast-dLLM decoding (issue 7). A benchmark prints figures; it is not a
     python bench.py                                  # toy and mid, under 5 minutes on 2 CPU cores
     python bench.py --presets toy --repeats 5 --no-accuracy
     python bench.py --presets mid-bytes --no-accuracy   # mid with the toy's byte vocabulary
+    python bench.py --presets '' --no-accuracy          # the estimators' section alone
 
 For the toy preset (byte vocabulary) and a mid-size model (d_model 512, 8 layers, a 32k vocabulary
 like a real tokenizer's) on whatever device is present, it prints the device's float32 matmul peak
@@ -17,7 +18,9 @@ runs (the ratio is the median of the per-run ratios):
 with the achieved FLOP/s of ours as a fraction of the matmul peak and the peak extra tensor memory.
 Then (--accuracy) the held-out accuracy of LLaDA's exact sampler against Fast-dLLM decoding on toy
 Sudoku and Countdown, with the full forward passes per answer: a small model is trained for each
-task the first time (runs/bench/, about a minute each) and reused afterwards.
+task the first time (runs/bench/, about a minute each) and reused afterwards. Then (--estimators) the
+bias, spread and cost of every log-likelihood estimate of diffu_grpo.ESTIMATORS against LLaDA's
+bound computed exactly over every mask of short answers (issue 14); `--presets ''` skips the presets.
 
 The baseline does what LLaDA's generate.py and d1's trainer do: logits for the whole sequence at
 every step and in every training forward pass, float64 "Gumbel" noise and a float64 softmax over the
@@ -395,6 +398,91 @@ def bench_accuracy(device, n_eval, folder):
     return out
 
 
+# ----------------------------------------------------------------------------- the estimators (issue 14)
+
+ESTIMATOR_ROWS = {  # name: (--estimator, GRPOConfig changes, forward passes per estimate, advantage sign)
+    "one-step, p_mask 0.15 (d1)": ("one-step", dict(p_mask=0.15), 1, 1.0),
+    "one-step, p_mask 0": ("one-step", dict(p_mask=0.0), 1, 1.0),
+    "mc-elbo": ("mc-elbo", {}, 1, 1.0),  # K = the passes
+    "coupled": ("coupled", {}, 3, 1.0),
+    "spg, A >= 0 (ELBO)": ("spg", {}, 1, 1.0),
+    "spg, A < 0 (0.5 EUBO + 0.5 ELBO)": ("spg", {}, 1, -1.0),
+}
+
+
+def estimator_answers(device, folder, n, L):
+    """n toy-Sudoku prompts and the first L tokens of an answer sampled from the bench's Sudoku model
+    at temperature 1 (what RL scores), short enough for exact_elbo's 2^L - 1 masks."""
+    net = accuracy_model("sudoku", device, folder / "sft-sudoku").eval()
+    tok, task = byte_tokenizer(), tasks.get_task("sudoku")
+    prompt, am = sample.prompt_batch(tok, task, task.generate(n, seed=2, split="test"), "toy", device)
+    g = torch.Generator(device).manual_seed(0)
+    out = sample.generate(net, prompt, gen_length=16, steps=16, block_length=16, temperature=1.0,
+                          mask_id=tok.mask_id, attention_mask=am, generator=g)
+    return net, tok.mask_id, prompt, am, out[:, prompt.shape[1]:prompt.shape[1] + L]
+
+
+@torch.no_grad()
+def estimate(net, mask_id, prompt, am, completion, row, passes, draws, g):
+    """draws estimates (draws, n) of each answer's sequence log-likelihood by one ESTIMATOR_ROWS row,
+    each averaging as many estimates as fit in `passes` forward passes."""
+    name, changes, per, sign = row
+    cfg = diffu_grpo.GRPOConfig(estimator=name, mc_samples=passes, block_length=completion.shape[1], device="cpu",
+                                **changes)
+    est = diffu_grpo.ESTIMATORS[name]
+    rep = lambda t: None if t is None else t.repeat(draws, *[1] * (t.dim() - 1))  # (draws * n, ...)
+    batch = dict(prompt=rep(prompt), attention_mask=rep(am), completion=rep(completion),
+                 mask=torch.ones_like(rep(completion), dtype=torch.bool),
+                 adv=torch.full((draws * len(prompt),), sign, device=prompt.device), prompt_width=prompt.shape[1])
+    repeats = 1 if name in ("mc-elbo", "spg") else passes // per
+    total = 0
+    for _ in range(repeats):
+        noise = est.noise(batch, cfg, diffu_grpo.uniforms(g, draws * len(prompt)), mask_id)
+        total = total + est.terms(net, batch, noise, cfg, mask_id).sum(1).cpu()
+    return (total / repeats).view(draws, len(prompt))
+
+
+def bench_estimators(device, folder, n=8, L=8, passes=6, draws=256, batch=64):
+    """Bias and standard deviation of each estimate of log p(o | q) against LLaDA's bound computed
+    exactly (diffu_grpo.exact_elbo) on n answers of L tokens, at `passes` forward passes per estimate;
+    and the seconds of one update (forward and backward of the estimate) on `batch` answers."""
+    net, mask_id, prompt, am, completion = estimator_answers(device, folder, n, L)
+    exact = diffu_grpo.exact_elbo(net, prompt, completion, mask_id, am)  # (n,)
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for label, row in ESTIMATOR_ROWS.items():
+        est = estimate(net, mask_id, prompt, am, completion, row, passes, draws, g)  # (draws, n)
+        err = est - exact
+        out[label] = dict(bias=err.mean().item(), sd=est.var(0).mean().sqrt().item(),  # over draws, per answer
+                          rmse=err.pow(2).mean().sqrt().item(), exact=exact.mean().item())
+    net.train()
+    rows = torch.arange(batch) % n
+    for label, (name, changes, per, sign) in ESTIMATOR_ROWS.items():
+        cfg = diffu_grpo.GRPOConfig(estimator=name, block_length=16, device="cpu", **changes)
+        k = cfg.mc_samples if name in ("mc-elbo", "spg") else per
+        b = dict(prompt=prompt[rows], attention_mask=None if am is None else am[rows], completion=completion[rows],
+                 mask=torch.ones_like(completion[rows], dtype=torch.bool), adv=torch.full((batch,), sign),
+                 prompt_width=prompt.shape[1])
+        est = diffu_grpo.ESTIMATORS[name]
+        def update():
+            noise = est.noise(b, cfg, diffu_grpo.uniforms(g, batch), mask_id)
+            est.terms(net, b, noise, cfg, mask_id).sum().backward()
+        update()  # warm-up
+        times = [run_once(update, device)[0] for _ in range(3)]
+        out[label].update(update_passes=k, update_s=statistics.median(times))
+    net.zero_grad(set_to_none=True)
+    return out
+
+
+def print_estimators(r, n=8, L=8, passes=6, batch=64):
+    print(f"\nlog p(o | q) estimates against LLaDA's bound computed exactly over all {2 ** L - 1} masks "
+          f"(toy Sudoku, {n} sampled answers of {L} tokens, mean exact bound {next(iter(r.values()))['exact']:.3f}), "
+          f"{passes} forward passes per estimate; one update = forward and backward on {batch} answers:")
+    for label, x in r.items():
+        print(f"  {label:34s} bias {x['bias']:+8.3f} | sd {x['sd']:6.3f} | rmse {x['rmse']:6.3f} | "
+              f"update: {x['update_passes']} passes, {1e3 * x['update_s']:6.1f} ms")
+
+
 # ----------------------------------------------------------------------------- printing
 
 def mib(b):
@@ -445,11 +533,14 @@ def main(argv=None):
     p.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True,
                    help="measure Fast-dLLM decoding's accuracy on toy Sudoku and Countdown")
     p.add_argument("--n_eval", type=int, default=512, help="held-out examples per task for --accuracy")
+    p.add_argument("--estimators", action=argparse.BooleanOptionalAction, default=True,
+                   help="bias, spread and cost of the log-likelihood estimators against the exact bound (issue 14)")
     p.add_argument("--models", default="runs/bench", help="where the small accuracy models are trained and kept")
     p.add_argument("--out", default="bench/results.json", help="the figures as JSON")
     p.add_argument("--device", default=default_device())
     args = p.parse_args(argv)
-    for name in args.presets.split(","):
+    presets = [name for name in args.presets.split(",") if name]  # --presets '': none
+    for name in presets:
         if name not in SIZES:
             raise SystemExit(f"error: unknown preset {name!r}; choose from {', '.join(SIZES)}")
     t0 = time.time()
@@ -457,7 +548,7 @@ def main(argv=None):
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"matmul peak {peak / 1e9:.1f} GFLOP/s (float32, 2048^3); medians of {args.repeats} runs")
     results = dict(device=args.device, torch=torch.__version__, matmul_peak=peak, repeats=args.repeats)
-    for name in args.presets.split(","):
+    for name in presets:
         size = SIZES[name]
         cfg = size["config"]
         results[name] = r = dict(sampler=bench_sampler(cfg, args.device, args.repeats, **size["sampler"], **SAMPLER),
@@ -468,6 +559,9 @@ def main(argv=None):
         acc = bench_accuracy(args.device, args.n_eval, Path(args.models))
         print_accuracy(acc, args.n_eval)
         results["accuracy"] = {f"{t} | {d}": v for (t, d), v in acc.items()}
+    if args.estimators:
+        results["estimators"] = bench_estimators(args.device, Path(args.models))
+        print_estimators(results["estimators"])
     print(f"\ntotal {time.time() - t0:.0f} s")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))

@@ -211,18 +211,22 @@ def uniforms(g, n, rows=slice(None)):
 
 
 def elbo_noise(rand, L, K):
-    """The randomness of the K-sample Monte-Carlo ELBO for answers of length L: t ~ U(0,1] (n, K) and
-    masks (n, K, L), each answer position masked with probability t. Drawn once per inner update and
-    shared by the current, old and reference policies, so that their estimates differ by the policy
-    and not by the noise (VRPO, arXiv 2505.19223)."""
-    t = 1 - rand(K)  # (0, 1]
-    return dict(t=t, masked=rand(K, L) < t[..., None])
+    """The randomness of the K-sample Monte-Carlo ELBO for answers of length L, in LLaDA's lower-variance
+    form (Eq. 6): per copy l ~ U{1..L} positions masked, chosen uniformly, so t = l / L (n, K) and the
+    masks (n, K, L). (Drawing t ~ U(0,1] and masking each position with probability t, Eq. 5, has the
+    same mean but an infinite variance: the weight 1/t of a rare masked token at small t; bench.py.)
+    Drawn once per inner update and shared by the current, old and reference policies, so that their
+    estimates differ by the policy and not by the noise (VRPO, arXiv 2505.19223, which also uses Eq. 6)."""
+    l = 1 + (rand(K) * L).long()  # (n, K) in 1..L
+    order = rand(K, L).argsort(-1).argsort(-1)  # a uniformly random rank of each position
+    return dict(t=l / L, masked=order < l[..., None])
 
 
 def mc_elbo_terms(model, prompt, completion, mask_id, noise, attention_mask=None):
-    """LLaDA's bound (Eq. 5) estimated with K masked copies of the answer, per answer position: (N, L)
-    terms (1/K) sum_k 1[o^k masked in copy k] (1/t_k) log p(o^k | q, o_{t_k}). Their sum over the
-    positions is an unbiased estimate of exact_elbo (the estimator of VRPO and ESPO). K forward passes."""
+    """LLaDA's bound estimated with K masked copies of the answer, per answer position: (N, L) terms
+    (1/K) sum_k 1[o^k masked in copy k] (1/t_k) log p(o^k | q, o_{t_k}), t_k = l_k / L (Eq. 6). Their
+    sum over the positions is an unbiased estimate of exact_elbo (the estimator of VRPO and ESPO).
+    K forward passes."""
     t, masked = noise["t"].to(completion.device), noise["masked"].to(completion.device)  # (N, K), (N, K, L)
     K = t.shape[1]
     terms = torch.zeros(completion.shape, device=completion.device)

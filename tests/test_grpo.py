@@ -155,6 +155,8 @@ def test_mc_elbo_is_unbiased_and_shares_its_noise(tiny):
     exact = dg.exact_elbo(tiny, prompt, completion, MASK).item()
     n = 4000  # one K = 2 estimate per row
     noise = dg.elbo_noise(dg.uniforms(g, n), 4, 2)
+    assert torch.equal(noise["masked"].sum(-1), (noise["t"] * 4).round().long())  # exactly l = t L masked (Eq. 6)
+    assert set((noise["t"] * 4).round().long().unique().tolist()) == {1, 2, 3, 4}
     with torch.no_grad():
         est = dg.mc_elbo_terms(tiny, prompt.expand(n, 5), completion.expand(n, 4), MASK, noise).sum(1)
     assert abs(est.mean().item() - exact) < 4 * est.std().item() / n ** 0.5  # unbiased
