@@ -8,6 +8,7 @@ error over seeds), writes the numbers as JSON and the reward curves as a PNG (ma
     python reproduce.py                       # one seed, both tasks
     python reproduce.py --seeds 0,1,2         # the table with error bars
     python reproduce.py --quick               # a pipeline check in seconds (CI), not a result
+    python reproduce.py --seeds 0,1,2 --rows sft,d1,mc-elbo,coupled,spg,wd1   # d1's estimator against its successors'
 
 The toy analogue of d1's setting (README, "Reproducing d1 at toy scale"):
 - base: masked-diffusion training on task-domain text that is *not* a worked solution of the test
@@ -32,7 +33,9 @@ The toy analogue of d1's setting (README, "Reproducing d1 at toy scale"):
   prompt under fixed noise (val_reward), the curves of rewards.png.
 
 A finished task and seed leaves result.json in its folder; running again with the same settings
-reuses it, so an interrupted reproduction continues where it stopped.
+reuses it, so an interrupted reproduction continues where it stopped, and asking for more rows trains
+only those. The rows beyond d1 (issue 14) are d1's RL run from the same SFT model with another
+log-likelihood estimate or loss (diffu_grpo.py --estimator, --loss); their curves go to estimators.png.
 """
 import json
 import math
@@ -49,10 +52,19 @@ from model_files import byte_tokenizer
 from runs import option, parse_config, run_command
 
 
+ROWS = ("base", "sft", "diffu-grpo", "d1")
+# Rows beyond d1 (issue 14): d1's run from the SFT model with another log-likelihood estimate or loss
+BEYOND = {"mc-elbo": dict(estimator="mc-elbo"), "coupled": dict(estimator="coupled"), "spg": dict(estimator="spg"),
+          "wd1": dict(loss="wd1")}
+RL_ROWS = {"diffu-grpo": ("base", {}), "d1": ("sft", {}), **{row: ("sft", c) for row, c in BEYOND.items()}}
+
+
 @dataclass
 class ReproConfig:
     model: str = option("repro", "model size: repro (d_model 128, 4 layers) or toy")
     tasks: str = option("sudoku,countdown", "tasks to reproduce, comma-separated")
+    rows: str = option("base,sft,diffu-grpo,d1", "rows, comma-separated: base, sft, diffu-grpo, d1, and the SFT model "
+                                                 "trained by RL with another estimate or loss: " + ", ".join(BEYOND))
     seeds: str = option("0", "seeds, comma-separated (3 for error bars)")
     n_test: int = option(2000, "held-out target instances per task")
     n_val: int = option(256, "validation instances (what the training runs report)")
@@ -81,7 +93,6 @@ REPRO = ModelConfig(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden
 QUICK = dict(n_test=32, n_val=16, sudoku_pretrain_steps=20, countdown_pretrain_steps=20,
              sudoku_sft_examples=16, countdown_sft_examples=16, sft_steps=10,
              rl_steps=2, prompts_per_step=4, num_generations=4, mu=1, rl_eval_every=1)
-ROWS = ("base", "sft", "diffu-grpo", "d1")
 TOY_TASKS = ("sudoku", "countdown")  # the tasks with toy distributions below
 
 
@@ -134,35 +145,38 @@ def distributions(name, cfg, seed):
 
 # ----------------------------------------------------------------------------- the four rows
 
-def run_task(name, seed, cfg, out):
-    """Train base, +SFT, +diffu-GRPO and d1 for one task and seed; held-out accuracy of each."""
+def run_task(name, seed, cfg, out, rows, done=()):
+    """Train the rows of one task and seed that are not in done (rows of an earlier run with the same
+    settings, whose checkpoints are in the folder); held-out accuracy of each row trained. The base
+    and SFT models are trained (and scored) together, whenever the folder lacks them."""
     domain, sft_set, prompts, val, test = distributions(name, cfg, seed)
     folder = out / name / f"seed{seed}"
-    init = folder / "init"
-    net = build(REPRO if cfg.model == "repro" else cfg.model, seed=seed)
-    save(net, init)
     common = dict(task=name, device=cfg.device, seed=seed, eval_every=0, n_eval=cfg.n_val)
     gen = dict(answer_length=16, gen_length=16, block_length=16, diffusion_steps=16, log_every=10 ** 9)
-    steps = getattr(cfg, f"{name}_pretrain_steps")
-    base, _ = sft.train(sft.SFTConfig(model=str(init), steps=steps, out=str(folder / "base"),
-                                      **common, **gen), domain, val)
-    tuned, _ = sft.train(sft.SFTConfig(model=str(folder / "base"), steps=cfg.sft_steps, out=str(folder / "sft"),
-                                       **common, **gen), sft_set, val)
+    models = {}
+    if "base" not in done:
+        save(build(REPRO if cfg.model == "repro" else cfg.model, seed=seed), folder / "init")
+        steps = getattr(cfg, f"{name}_pretrain_steps")
+        models["base"], _ = sft.train(sft.SFTConfig(model=str(folder / "init"), steps=steps, out=str(folder / "base"),
+                                                    **common, **gen), domain, val)
+        models["sft"], _ = sft.train(sft.SFTConfig(model=str(folder / "base"), steps=cfg.sft_steps,
+                                                   out=str(folder / "sft"), **common, **gen), sft_set, val)
     rl = diffu_grpo.GRPOConfig(steps=cfg.rl_steps, lr=cfg.rl_lr, temperature=cfg.temperature, mu=cfg.mu,
                                prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
                                p_mask=cfg.p_mask, beta=cfg.beta, threshold=cfg.threshold, gen_length=16,
                                block_length=16, diffusion_steps=16,
                                **{**common, "eval_every": cfg.rl_eval_every})
-    models = {"base": base, "sft": tuned}
-    for row, start in (("diffu-grpo", "base"), ("d1", "sft")):
-        models[row], _, _ = diffu_grpo.train(replace(rl, model=str(folder / start), out=str(folder / row)),
-                                             prompts, val)
+    for row in rows:
+        if row in RL_ROWS and row not in done:
+            start, change = RL_ROWS[row]
+            models[row], _, _ = diffu_grpo.train(replace(rl, model=str(folder / start), out=str(folder / row),
+                                                         **change), prompts, val)
     tokenizer = byte_tokenizer()
     return {row: sample.evaluate(m, tokenizer, tasks.get_task(name), test, style="toy", gen_length=16, steps=16,
                                  block_length=16, batch_size=256)[0] for row, m in models.items()}
 
 
-SHARED = ("tasks", "seeds", "out", "device")  # options that do not change one task-seed's result
+SHARED = ("tasks", "rows", "seeds", "out", "device")  # options that do not change one task-seed's result
 
 
 def task_settings(name, cfg):
@@ -171,19 +185,25 @@ def task_settings(name, cfg):
             if k not in SHARED and not any(k.startswith(f"{other}_") for other in tasks.TASKS if other != name)}
 
 
-def cached_task(name, seed, cfg, out):
-    """(result, minutes) of run_task, or of an earlier run with the same settings (out/name/seedS/result.json):
-    an interrupted reproduction continues at the first unfinished task and seed."""
+def cached_task(name, seed, cfg, out, rows):
+    """(result of each row, minutes) for one task and seed. An earlier run with the same settings
+    (out/name/seedS/result.json) gives the rows it has; only the others are trained, and added to
+    it: an interrupted reproduction continues at the first unfinished task and seed, and a new row
+    costs only its own run. The minutes are those of every row of the file."""
     path, settings = out / name / f"seed{seed}" / "result.json", task_settings(name, cfg)
     earlier = json.loads(path.read_text()) if path.is_file() else {}
-    if earlier.get("settings") == settings and "minutes" in earlier:
+    if earlier.get("settings") != settings or "minutes" not in earlier:
+        earlier = dict(result={}, minutes=0.0)
+    missing = [row for row in rows if row not in earlier["result"]]
+    if not missing:
         print(f"{name} seed {seed}: the result of an earlier run with these settings, {path}")
-        return earlier["result"], earlier["minutes"]
-    t0 = time.time()
-    result = run_task(name, seed, cfg, out)
-    minutes = (time.time() - t0) / 60
-    path.write_text(json.dumps(dict(settings=settings, result=result, minutes=minutes), indent=2))
-    return result, minutes
+    else:
+        t0 = time.time()
+        earlier["result"].update(run_task(name, seed, cfg, out, missing, earlier["result"]))
+        earlier["minutes"] += (time.time() - t0) / 60
+        path.write_text(json.dumps(dict(settings=settings, result=earlier["result"], minutes=earlier["minutes"]),
+                                   indent=2))
+    return {row: earlier["result"][row] for row in rows}, earlier["minutes"]
 
 
 def mean_se(values):
@@ -197,7 +217,7 @@ def mean_se(values):
 def table(results):
     """Markdown table: accuracy mean +- standard error over seeds, per task and row."""
     lines = ["| row | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
-    for row in ROWS:
+    for row in next(iter(results.values()))[0]:
         cells = []
         for per_seed in results.values():
             mean, se = mean_se([r[row] * 100 for r in per_seed])
@@ -210,11 +230,14 @@ ORDERINGS = (("d1", "sft"), ("diffu-grpo", "base"), ("d1", "diffu-grpo"), ("diff
 
 
 def orderings(results):
-    """For each of d1's claimed orderings and task: the mean paired difference in points over seeds,
-    its paired standard error, and how many seeds it holds on."""
+    """For each of d1's claimed orderings and task (and each row beyond d1 against d1 and SFT): the
+    mean paired difference in points over seeds, its paired standard error, how many seeds it holds on."""
     lines = []
     for name, per_seed in results.items():
-        for a, b in ORDERINGS:
+        have = per_seed[0]
+        pairs = [(a, b) for a, b in ORDERINGS if a in have and b in have]
+        pairs += [(row, other) for row in have if row in BEYOND for other in ("d1", "sft") if other in have]
+        for a, b in pairs:
             diffs = [(r[a] - r[b]) * 100 for r in per_seed]
             mean, se = mean_se(diffs)
             z = f", {mean / se:.1f} paired SE" if se > 0 else ""
@@ -245,9 +268,12 @@ def rl_logs(out, name, seeds, row):
     return logs
 
 
-def plot(out, names, seeds, window=10):
+COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
+
+
+def plot(out, names, seeds, rows=("diffu-grpo", "d1"), file="rewards.png", window=10):
     """One column per task. Top: validation accuracy (greedy) and validation reward (sampled) of the
-    two RL rows over the run, mean over seeds, and the rollout reward's moving average with its noise
+    RL rows over the run, mean over seeds, and the rollout reward's moving average with its noise
     band. Bottom: the fraction of groups whose G rewards are all equal (no learning signal)."""
     try:
         import matplotlib
@@ -260,7 +286,7 @@ def plot(out, names, seeds, window=10):
                              gridspec_kw=dict(height_ratios=[2, 1]))
     for col, name in enumerate(names):
         top, bottom = axes[0][col], axes[1][col]
-        for row, color in (("diffu-grpo", "tab:blue"), ("d1", "tab:red")):
+        for row, color in zip(rows, COLORS):
             logs = rl_logs(out, name, seeds, row)
             evals = [e for _, e in logs]
             steps = [r["step"] for r in evals[0]]
@@ -280,7 +306,7 @@ def plot(out, names, seeds, window=10):
         bottom.set(xlabel="diffu-GRPO step", ylabel="groups without variance", ylim=(0, 1))
         bottom.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "rewards.png", dpi=120)
+    fig.savefig(out / file, dpi=120)
 
 
 def main(argv=None):
@@ -290,12 +316,16 @@ def main(argv=None):
     out, names = Path(cfg.out), cfg.tasks.split(",")
     seeds = [int(s) for s in cfg.seeds.split(",")]
     results, minutes = {name: [] for name in names}, {name: [] for name in names}
-    for name in names:  # a task without toy distributions fails before any training
+    rows = cfg.rows.split(",")
+    for name in names:  # a task without toy distributions or an unknown row fails before any training
         if name not in TOY_TASKS:
             raise ValueError(f"reproduce.py has toy distributions for {', '.join(TOY_TASKS)}, not {name!r}")
+    for row in rows:
+        if row not in ROWS and row not in BEYOND:
+            raise ValueError(f"unknown row {row!r}; rows: {', '.join(ROWS + tuple(BEYOND))}")
     for seed in seeds:
         for name in names:
-            result, took = cached_task(name, seed, cfg, out)
+            result, took = cached_task(name, seed, cfg, out, rows)
             results[name].append(result)
             minutes[name].append(took)
             print(f"{name} seed {seed} ({took:.1f} min): " + ", ".join(f"{k} {v:.1%}" for k, v in result.items()))
@@ -306,7 +336,11 @@ def main(argv=None):
     print(f"\nd1's orderings, paired over seeds:\n{paired}")
     (out / "results.json").write_text(json.dumps(dict(config=asdict(cfg), results=results, minutes=total,
                                                       task_minutes=minutes, orderings=paired.splitlines()), indent=2))
-    plot(out, names, seeds)
+    if "diffu-grpo" in rows and "d1" in rows:
+        plot(out, names, seeds)
+    beyond = [row for row in rows if row in BEYOND]
+    if beyond:
+        plot(out, names, seeds, rows=["d1"] * ("d1" in rows) + beyond, file="estimators.png")
     return results
 
 

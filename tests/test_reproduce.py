@@ -7,6 +7,7 @@ import reproduce
 
 
 def test_quick_reproduction_pipeline(tmp_path, monkeypatch):
+    real = reproduce.run_task
     results = reproduce.main(["--quick", "--tasks", "sudoku", "--seeds", "0,1", "--out", str(tmp_path), "--device", "cpu"])
     assert list(results) == ["sudoku"] and len(results["sudoku"]) == 2
     for per_seed in results["sudoku"]:
@@ -29,6 +30,20 @@ def test_quick_reproduction_pipeline(tmp_path, monkeypatch):
     assert again["sudoku"] == results["sudoku"][1:]
     assert reproduce.task_settings("sudoku", reproduce.ReproConfig()) != reproduce.task_settings(
         "sudoku", reproduce.ReproConfig(sudoku_pretrain_steps=7))
+    trained = []  # rows beyond d1: only they are trained, from the stored SFT model
+    monkeypatch.setattr(reproduce, "run_task", lambda *a: trained.append(a[4]) or real(*a))
+    more = reproduce.main(["--quick", "--tasks", "sudoku", "--seeds", "1", "--out", str(tmp_path), "--device", "cpu",
+                           "--rows", "sft,d1,wd1,coupled"])
+    assert trained == [["wd1", "coupled"]]
+    assert list(more["sudoku"][0]) == ["sft", "d1", "wd1", "coupled"]
+    assert {k: more["sudoku"][0][k] for k in ("sft", "d1")} == {k: results["sudoku"][1][k] for k in ("sft", "d1")}
+    stored = json.loads((tmp_path / "sudoku" / "seed1" / "result.json").read_text())["result"]
+    assert set(stored) == {"base", "sft", "diffu-grpo", "d1", "wd1", "coupled"}
+    lines = reproduce.orderings(more).splitlines()
+    assert [line.split(" =")[0] for line in lines] == ["sudoku: d1 - sft", "sudoku: wd1 - d1", "sudoku: wd1 - sft",
+                                                      "sudoku: coupled - d1", "sudoku: coupled - sft"]
+    with pytest.raises(ValueError, match="unknown row 'ppo'"):
+        reproduce.main(["--rows", "d1,ppo", "--out", str(tmp_path)])
     assert reproduce.task_settings("sudoku", reproduce.ReproConfig()) != reproduce.task_settings(
         "sudoku", reproduce.ReproConfig(sudoku_sft_examples=9))
 
