@@ -400,13 +400,13 @@ def bench_accuracy(device, n_eval, folder):
 
 # ----------------------------------------------------------------------------- the estimators (issue 14)
 
-ESTIMATOR_ROWS = {  # name: (--estimator, GRPOConfig changes, forward passes per estimate, advantage sign)
-    "one-step, p_mask 0.15 (d1)": ("one-step", dict(p_mask=0.15), 1, 1.0),
-    "one-step, p_mask 0": ("one-step", dict(p_mask=0.0), 1, 1.0),
-    "mc-elbo": ("mc-elbo", {}, 1, 1.0),  # K = the passes
-    "coupled": ("coupled", {}, 3, 1.0),
-    "spg, A >= 0 (ELBO)": ("spg", {}, 1, 1.0),
-    "spg, A < 0 (0.5 EUBO + 0.5 ELBO)": ("spg", {}, 1, -1.0),
+ESTIMATOR_ROWS = {  # name: (--estimator, GRPOConfig changes, advantage sign)
+    "one-step, p_mask 0.15 (d1)": ("one-step", dict(p_mask=0.15), 1.0),
+    "one-step, p_mask 0": ("one-step", dict(p_mask=0.0), 1.0),
+    "mc-elbo": ("mc-elbo", {}, 1.0),
+    "coupled": ("coupled", {}, 1.0),
+    "spg, A >= 0 (ELBO)": ("spg", {}, 1.0),
+    "spg, A < 0 (0.5 EUBO + 0.5 ELBO)": ("spg", {}, -1.0),
 }
 
 
@@ -422,24 +422,29 @@ def estimator_answers(device, folder, n, L):
     return net, tok.mask_id, prompt, am, out[:, prompt.shape[1]:prompt.shape[1] + L]
 
 
+def estimator_batch(prompt, am, completion, index, sign):
+    """The rows `index` of the answers as a rollout batch (every position is answer) whose advantages
+    all have the given sign: what an estimator's noise and terms take."""
+    return dict(prompt=prompt[index], attention_mask=None if am is None else am[index], completion=completion[index],
+                mask=torch.ones_like(completion[index], dtype=torch.bool),
+                adv=torch.full((len(index),), sign, device=prompt.device), prompt_width=prompt.shape[1])
+
+
 @torch.no_grad()
 def estimate(net, mask_id, prompt, am, completion, row, passes, draws, g):
     """draws estimates (draws, n) of each answer's sequence log-likelihood by one ESTIMATOR_ROWS row,
-    each averaging as many estimates as fit in `passes` forward passes."""
-    name, changes, per, sign = row
+    each averaging as many estimates as fit in `passes` forward passes (K-copy estimates: K = passes)."""
+    name, changes, sign = row
     cfg = diffu_grpo.GRPOConfig(estimator=name, mc_samples=passes, block_length=completion.shape[1], device="cpu",
                                 **changes)
-    est = diffu_grpo.ESTIMATORS[name]
-    rep = lambda t: None if t is None else t.repeat(draws, *[1] * (t.dim() - 1))  # (draws * n, ...)
-    batch = dict(prompt=rep(prompt), attention_mask=rep(am), completion=rep(completion),
-                 mask=torch.ones_like(rep(completion), dtype=torch.bool),
-                 adv=torch.full((draws * len(prompt),), sign, device=prompt.device), prompt_width=prompt.shape[1])
-    repeats = 1 if name in ("mc-elbo", "spg") else passes // per
+    est, n = diffu_grpo.ESTIMATORS[name], len(prompt)
+    batch = estimator_batch(prompt, am, completion, torch.arange(draws * n) % n, sign)  # (draws * n, ...)
+    repeats = passes // est.passes(cfg)
     total = 0
     for _ in range(repeats):
-        noise = est.noise(batch, cfg, diffu_grpo.uniforms(g, draws * len(prompt)), mask_id)
+        noise = est.noise(batch, cfg, diffu_grpo.uniforms(g, draws * n), mask_id)
         total = total + est.terms(net, batch, noise, cfg, mask_id).sum(1).cpu()
-    return (total / repeats).view(draws, len(prompt))
+    return (total / repeats).view(draws, n)
 
 
 def bench_estimators(device, folder, n=8, L=8, passes=6, draws=256, batch=64):
@@ -456,20 +461,16 @@ def bench_estimators(device, folder, n=8, L=8, passes=6, draws=256, batch=64):
         out[label] = dict(bias=err.mean().item(), sd=est.var(0).mean().sqrt().item(),  # over draws, per answer
                           rmse=err.pow(2).mean().sqrt().item(), exact=exact.mean().item())
     net.train()
-    rows = torch.arange(batch) % n
-    for label, (name, changes, per, sign) in ESTIMATOR_ROWS.items():
+    for label, (name, changes, sign) in ESTIMATOR_ROWS.items():
         cfg = diffu_grpo.GRPOConfig(estimator=name, block_length=16, device="cpu", **changes)
-        k = cfg.mc_samples if name in ("mc-elbo", "spg") else per
-        b = dict(prompt=prompt[rows], attention_mask=None if am is None else am[rows], completion=completion[rows],
-                 mask=torch.ones_like(completion[rows], dtype=torch.bool), adv=torch.full((batch,), sign),
-                 prompt_width=prompt.shape[1])
+        b = estimator_batch(prompt, am, completion, torch.arange(batch) % n, sign)
         est = diffu_grpo.ESTIMATORS[name]
         def update():
             noise = est.noise(b, cfg, diffu_grpo.uniforms(g, batch), mask_id)
             est.terms(net, b, noise, cfg, mask_id).sum().backward()
         update()  # warm-up
         times = [run_once(update, device)[0] for _ in range(3)]
-        out[label].update(update_passes=k, update_s=statistics.median(times))
+        out[label].update(update_passes=est.passes(cfg), update_s=statistics.median(times))
     net.zero_grad(set_to_none=True)
     return out
 

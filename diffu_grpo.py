@@ -282,11 +282,12 @@ def spg_terms(model, prompt, completion, mask_id, noise, adv, answer_mask, omega
     answers with A < 0 the mixture omega * EUBO + (1 - omega) * ELBO, where the EUBO (Corollary 1, Eq. 7)
     puts the log outside the average: (1/beta) log mean_k[1[o^k masked] p(o^k | ...)^beta / t_k],
     t_k = masked answer tokens / |o| (tokens never masked add 0). (N, L); K forward passes."""
-    masked = noise["masked"].to(completion.device) & answer_mask[:, None]  # (N, K, L), within o
+    state = noise["masked"].to(completion.device)  # (N, K, L) what each copy masks, after the answer too
+    masked = state & answer_mask[:, None]  # (N, K, L), within o
     K = masked.shape[1]
     weight = answer_mask.sum(1, keepdim=True) / masked.sum(2).clamp(min=1)  # (N, K): 1 / t_k
-    logps = torch.stack([answer_logps(model, prompt, completion, noise["masked"][:, k].to(completion.device),
-                                      mask_id, attention_mask) for k in range(K)], 1)  # (N, K, L)
+    logps = torch.stack([answer_logps(model, prompt, completion, state[:, k], mask_id, attention_mask)
+                         for k in range(K)], 1)  # (N, K, L)
     elbo = (logps * masked * weight[..., None]).sum(1) / K  # (N, L)
     inside = (beta * logps + weight.log()[..., None]).masked_fill(~masked, -math.inf)
     eubo = (torch.logsumexp(inside, 1) - math.log(K)) / beta  # (N, L)
@@ -347,10 +348,12 @@ class Estimator:
     """A log-likelihood estimate for the policy loss (--estimator). noise(batch, cfg, rand, mask_id)
     draws its randomness for one inner update, which the current, old and reference policies share;
     terms(model, rows, noise, cfg, mask_id) gives (n, L) per-token terms; level "token": one ratio per
-    answer token (d1's Eq. 4), "sequence": one per answer, from the sum of the terms (ESPO)."""
+    answer token (d1's Eq. 4), "sequence": one per answer, from the sum of the terms (ESPO);
+    passes(cfg): the forward passes of one estimate."""
     noise: object
     terms: object
     level: str
+    passes: object
 
 
 ESTIMATORS = {
@@ -359,22 +362,22 @@ ESTIMATORS = {
             b["prompt"], cfg.p_mask, mask_id, rand(b["prompt_width"])[:, b["prompt_width"] - b["prompt"].shape[1]:])),
         lambda model, r, noise, cfg, mask_id: per_token_logps(model, noise["prompt"], r["completion"], mask_id,
                                                               r["attention_mask"]),
-        "token"),
+        "token", lambda cfg: 1),
     "mc-elbo": Estimator(  # LLaDA's bound with --mc_samples copies at random t (VRPO, ESPO)
         lambda b, cfg, rand, mask_id: elbo_noise(rand, b["completion"].shape[1], cfg.mc_samples),
         lambda model, r, noise, cfg, mask_id: mc_elbo_terms(model, r["prompt"], r["completion"], mask_id, noise,
                                                             r["attention_mask"]),
-        "sequence"),
+        "sequence", lambda cfg: cfg.mc_samples),
     "coupled": Estimator(  # coupled-GRPO (DiffuCoder): d1's pass and a complementary pair
         lambda b, cfg, rand, mask_id: coupled_noise(rand, b["completion"].shape[1]),
         lambda model, r, noise, cfg, mask_id: coupled_terms(model, r["prompt"], r["completion"], mask_id, noise,
                                                             r["attention_mask"]),
-        "token"),
+        "token", lambda cfg: 3),
     "spg": Estimator(  # SPG's sandwich with its block-wise masks, --mc_samples copies
         lambda b, cfg, rand, mask_id: spg_noise(rand, b["mask"], cfg.block_length, cfg.mc_samples),
         lambda model, r, noise, cfg, mask_id: spg_terms(model, r["prompt"], r["completion"], mask_id, noise, r["adv"],
                                                         r["mask"], cfg.spg_omega, cfg.spg_beta, r["attention_mask"]),
-        "sequence"),
+        "sequence", lambda cfg: cfg.mc_samples),
 }
 LOSSES = ("grpo", "wd1")
 
@@ -457,14 +460,20 @@ def fixed_terms(model, noises, batch, cfg, mask_id, chunks):
     """The estimator's terms under a frozen policy (old or reference), for the noise of every inner
     update: [(N, L)] * mu."""
     terms = ESTIMATORS[cfg.estimator].terms
-    return [torch.cat([terms(model, rows_of(batch, c), rows_of(noise, c), cfg, mask_id) for c in chunks])
+    return [torch.cat([terms(model, rows_of(batch, c), rows_of(noise, c, noise), cfg, mask_id) for c in chunks])
             for noise in noises]
 
 
-def rows_of(tensors, c):
-    """The micro-batch c (a slice of rows) of a batch's or a noise's tensors."""
-    keys = ("prompt", "attention_mask", "completion", "adv", "mask") if "completion" in tensors else tensors
-    return {k: None if tensors[k] is None else tensors[k][c] for k in keys}
+BATCH_TENSORS = ("prompt", "attention_mask", "completion", "adv", "mask")  # a rollout batch's rows
+
+
+def rows_of(tensors, c, keys=BATCH_TENSORS):
+    """The micro-batch c (a slice of rows) of a batch's tensors, or of a noise's (keys=noise)."""
+    return {k: _part(tensors[k], c) for k in keys}
+
+
+def _part(t, c):
+    return None if t is None else t[c]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -478,7 +487,7 @@ def inner_update(policy, opt, batch, noise, old, ref, cfg, mask_id, chunks, coun
     for c in chunks:
         rows = rows_of(batch, c)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(cfg.device).type == "cuda"):
-            logp = ESTIMATORS[cfg.estimator].terms(policy, rows, rows_of(noise, c), cfg, mask_id)  # (n, L)
+            logp = ESTIMATORS[cfg.estimator].terms(policy, rows, rows_of(noise, c, noise), cfg, mask_id)  # (n, L)
         loss, kl, clip = policy_loss(cfg, logp, _part(old, c), _part(ref, c), rows, counts)
         loss.backward()
         stats["loss"] += loss.item()
@@ -489,10 +498,6 @@ def inner_update(policy, opt, batch, noise, old, ref, cfg, mask_id, chunks, coun
         raise FloatingPointError(f"loss is {stats['loss']}")
     apply_gradients(opt, opt.param_groups[0]["params"], cfg.grad_clip)  # the trainable parameters
     return stats
-
-
-def _part(t, c):
-    return None if t is None else t[c]
 
 
 def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g, gen):

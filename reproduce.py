@@ -146,8 +146,8 @@ def distributions(name, cfg, seed):
 # ----------------------------------------------------------------------------- the four rows
 
 def run_task(name, seed, cfg, out, rows, done=()):
-    """Train the rows of one task and seed that are not in done (rows of an earlier run with the same
-    settings, whose checkpoints are in the folder); held-out accuracy of each row trained. The base
+    """Train the given rows of one task and seed; done: the rows of an earlier run with the same
+    settings, whose checkpoints are in the folder. Held-out accuracy of each row trained. The base
     and SFT models are trained (and scored) together, whenever the folder lacks them."""
     domain, sft_set, prompts, val, test = distributions(name, cfg, seed)
     folder = out / name / f"seed{seed}"
@@ -167,7 +167,7 @@ def run_task(name, seed, cfg, out, rows, done=()):
                                block_length=16, diffusion_steps=16,
                                **{**common, "eval_every": cfg.rl_eval_every})
     for row in rows:
-        if row in RL_ROWS and row not in done:
+        if row in RL_ROWS:
             start, change = RL_ROWS[row]
             models[row], _, _ = diffu_grpo.train(replace(rl, model=str(folder / start), out=str(folder / row),
                                                          **change), prompts, val)
