@@ -83,6 +83,9 @@ class ReproConfig:
     mu: int = option(1, "inner updates per batch of rollouts")
     p_mask: float = option(0.0, "prompt masking probability of the log-prob estimate (d1: 0.15)")
     beta: float = option(0.0, "weight of the KL to the reference policy (d1: 0.04)")
+    mc_samples: int = option(1, "mc-elbo and spg rows: masked copies per estimate (1: d1's forward passes per update)")
+    sudoku_spg_beta: float = option(1.0, "spg row on Sudoku: the EUBO's beta (SPG's choice for Sudoku)")
+    countdown_spg_beta: float = option(1.5, "spg row on Countdown: the EUBO's beta (SPG's choice elsewhere)")
     rl_eval_every: int = option(10, "validation accuracy and sampled reward every this many RL steps")
     quick: bool = option(False, "tiny budgets everywhere: checks the pipeline, not the result")
     out: str = option("runs/reproduce", "folder for checkpoints, results.json and rewards.png")
@@ -164,8 +167,8 @@ def run_task(name, seed, cfg, out, rows, done=()):
     rl = diffu_grpo.GRPOConfig(steps=cfg.rl_steps, lr=cfg.rl_lr, temperature=cfg.temperature, mu=cfg.mu,
                                prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
                                p_mask=cfg.p_mask, beta=cfg.beta, threshold=cfg.threshold, gen_length=16,
-                               block_length=16, diffusion_steps=16,
-                               **{**common, "eval_every": cfg.rl_eval_every})
+                               block_length=16, diffusion_steps=16, mc_samples=cfg.mc_samples,
+                               spg_beta=getattr(cfg, f"{name}_spg_beta"), **{**common, "eval_every": cfg.rl_eval_every})
     for row in rows:
         if row in RL_ROWS:
             start, change = RL_ROWS[row]
