@@ -59,10 +59,10 @@ import torch
 import torch.nn.functional as F
 
 import tasks
-from model import (LORA_TARGETS, PRESETS, Transformer, config_and_tokenizer, default_device, lora_disabled,
+from model import (LORA_TARGETS, PRESETS, config_and_tokenizer, default_device, lora_disabled,
                    read_config)
 from runs import (Run, all_gather, all_reduce_sum, apply_gradients, check_prompt_room, held_out_accuracy, option,
-                  parse_config, rank_world, run_command, share, whole_batch)
+                  parse_config, print_plan, rank_world, run_command, share, whole_batch)
 from sample import (check_fast_settings, check_settings, encode_prompt, fast_generate, generate, prompt_batch,
                     prompt_style)
 
@@ -640,7 +640,8 @@ def train(cfg, train_examples=None, test_examples=None):
 def main(argv=None):
     cfg = parse_config(GRPOConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS)
     if cfg.dry_run:
-        print_plan(cfg, PRESETS[cfg.model] if cfg.model in PRESETS else read_config(cfg.model))
+        print_plan(cfg, PRESETS[cfg.model] if cfg.model in PRESETS else read_config(cfg.model),
+                   ESTIMATORS[cfg.estimator].passes(cfg))
         return
 
     def run():
@@ -649,57 +650,6 @@ def main(argv=None):
             print(f"diffu-GRPO done: held-out accuracy {before:.2%} -> {after:.2%}; checkpoint in {cfg.out}")
 
     run_command(run, cfg.out)
-
-
-# ----------------------------------------------------------------------------- --dry_run: the GPU memory plan
-
-GiB = 2 ** 30
-
-
-def memory_plan(cfg, mcfg):
-    """Estimated peak GPU memory (bytes) of a diffu-GRPO run, item by item, from the configs alone:
-    bf16 weights, fp32 LoRA parameters with their gradients and AdamW moments, the activations of one
-    micro-batch in the update (block inputs kept, one block recomputed, with gradient checkpointing),
-    the answer-position logits, and the rollout batch in generation. An upper-bound style estimate:
-    it counts the attention scores as if no fused attention kernel were used."""
-    C, H, nl, V = mcfg.d_model, mcfg.mlp_hidden, mcfg.n_layers, mcfg.vocab_size
-    with torch.device("meta"):
-        n_params = sum(p.numel() for p in Transformer(mcfg).parameters())
-    shapes = dict(q_proj=(C, C), k_proj=(C, C), v_proj=(C, C), attn_out=(C, C), ff_proj=(C, H), up_proj=(C, H),
-                  ff_out=(H, C))
-    targets = cfg.lora_targets.split(",")
-    lora = nl * sum(cfg.lora_r * (shapes[t][0] + shapes[t][1]) for t in targets) if cfg.lora_r else 0
-    trainable = lora or n_params
-    mb = cfg.micro_batch or cfg.prompts_per_step * cfg.num_generations
-    T, L = cfg.prompt_length + cfg.gen_length, cfg.gen_length
-    block = mb * T * (6 * C + 4 * H) * 2 + mb * mcfg.n_heads * T * T * 4  # bf16 tensors + fp32 scores
-    acts = (nl * mb * T * C * 2 + 2 * block) if cfg.grad_ckpt else nl * block
-    N = cfg.prompts_per_step * cfg.num_generations
-    return [("weights (bf16)", n_params * 2),
-            (f"trainable parameters, fp32 ({trainable / 1e6:.0f}M{' LoRA' if lora else ''})", trainable * 4),
-            ("their gradients (fp32)", trainable * 4),
-            ("AdamW moments (2 x fp32)", trainable * 8),
-            (f"update activations (micro-batch {mb} x {T} tokens{', checkpointed' if cfg.grad_ckpt else ''})", acts),
-            (f"answer logits (micro-batch {mb} x {L} x {V}: bf16, fp32, grad)", mb * L * V * 10),
-            (f"generation: {N} sequences, one layer's activations + block logits (fp32, fp64)",
-             N * T * (4 * C + 3 * H) * 2 + N * cfg.block_length * V * 12)]
-
-
-def print_plan(cfg, mcfg):
-    items = memory_plan(cfg, mcfg)
-    print(f"memory plan for --model {cfg.model} (d_model {mcfg.d_model}, {mcfg.n_layers} layers, "
-          f"vocab {mcfg.vocab_size}), LoRA r {cfg.lora_r}, {cfg.prompts_per_step} prompts x "
-          f"{cfg.num_generations} answers of {cfg.gen_length} tokens")
-    gen = items[-1][1]
-    train = sum(b for _, b in items[:-1])
-    peak = sum(b for _, b in items[:4]) + max(gen, train - sum(b for _, b in items[:4]))
-    for name, b in items:
-        print(f"{b / GiB:8.2f} GiB  {name}")
-    print(f"{peak / GiB:8.2f} GiB  estimated peak (weights and optimiser state + the larger of update and generation)")
-    print("fits one 80 GB GPU" if peak < 76 * GiB else "does NOT fit one 80 GB GPU: lower --micro_batch or use LoRA")
-    return peak
-
-
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 - resumable checkpoints with every random generator's state (`save_checkpoint`, `resume_point`,
   `load_checkpoint`) and the JSONL log (`open_log`);
 - `Run`, the scaffold around both scripts' outer loop: --resume, the log, the checkpoint and
-  evaluation schedules, Ctrl-C, a non-finite loss, the final save; and `run_command`, their main.
+  evaluation schedules, Ctrl-C, a non-finite loss, the final save; and `run_command`, their main;
+- diffu_grpo.py's `--dry_run`: the GPU memory plan of a run, from its configs alone (`memory_plan`).
 
 Data parallelism is written out by hand rather than with torch's DistributedDataParallel wrapper:
 each process computes the loss of its share of the batch divided by the *whole* batch's normaliser
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from model import PRESETS, load_model, prepare_for_training, save
+from model import PRESETS, Transformer, load_model, prepare_for_training, save
 from model_files import CheckpointError, names_list
 from sample import evaluate
 
@@ -464,3 +465,54 @@ def run_command(run, out):
         raise SystemExit(130)
     finally:
         close_distributed()
+
+
+# ----------------------------------------------------------------------------- diffu_grpo.py --dry_run: the GPU memory plan
+
+GiB = 2 ** 30
+
+
+def memory_plan(cfg, mcfg, passes=1):
+    """Estimated peak GPU memory (bytes) of a diffu-GRPO run, item by item, from the configs alone:
+    bf16 weights, fp32 LoRA parameters with their gradients and AdamW moments, the activations of one
+    micro-batch in the update (block inputs kept, one block recomputed, with gradient checkpointing),
+    the answer-position logits, and the rollout batch in generation. An upper-bound style estimate:
+    it counts the attention scores as if no fused attention kernel were used. passes: forward passes
+    of one log-likelihood estimate (diffu_grpo.ESTIMATORS); each keeps its graph until the backward."""
+    C, H, nl, V = mcfg.d_model, mcfg.mlp_hidden, mcfg.n_layers, mcfg.vocab_size
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in Transformer(mcfg).parameters())
+    shapes = dict(q_proj=(C, C), k_proj=(C, C), v_proj=(C, C), attn_out=(C, C), ff_proj=(C, H), up_proj=(C, H),
+                  ff_out=(H, C))
+    targets = cfg.lora_targets.split(",")
+    lora = nl * sum(cfg.lora_r * (shapes[t][0] + shapes[t][1]) for t in targets) if cfg.lora_r else 0
+    trainable = lora or n_params
+    mb = cfg.micro_batch or cfg.prompts_per_step * cfg.num_generations
+    T, L = cfg.prompt_length + cfg.gen_length, cfg.gen_length
+    block = mb * T * (6 * C + 4 * H) * 2 + mb * mcfg.n_heads * T * T * 4  # bf16 tensors + fp32 scores
+    acts = passes * ((nl * mb * T * C * 2 + 2 * block) if cfg.grad_ckpt else nl * block)
+    each = f", x {passes} passes" if passes > 1 else ""
+    N = cfg.prompts_per_step * cfg.num_generations
+    return [("weights (bf16)", n_params * 2),
+            (f"trainable parameters, fp32 ({trainable / 1e6:.0f}M{' LoRA' if lora else ''})", trainable * 4),
+            ("their gradients (fp32)", trainable * 4),
+            ("AdamW moments (2 x fp32)", trainable * 8),
+            (f"update activations (micro-batch {mb} x {T} tokens{', checkpointed' if cfg.grad_ckpt else ''}{each})", acts),
+            (f"answer logits (micro-batch {mb} x {L} x {V}: bf16, fp32, grad{each})", passes * mb * L * V * 10),
+            (f"generation: {N} sequences, one layer's activations + block logits (fp32, fp64)",
+             N * T * (4 * C + 3 * H) * 2 + N * cfg.block_length * V * 12)]
+
+
+def print_plan(cfg, mcfg, passes=1):
+    items = memory_plan(cfg, mcfg, passes)
+    print(f"memory plan for --model {cfg.model} (d_model {mcfg.d_model}, {mcfg.n_layers} layers, "
+          f"vocab {mcfg.vocab_size}), LoRA r {cfg.lora_r}, {cfg.prompts_per_step} prompts x "
+          f"{cfg.num_generations} answers of {cfg.gen_length} tokens")
+    gen = items[-1][1]
+    train = sum(b for _, b in items[:-1])
+    peak = sum(b for _, b in items[:4]) + max(gen, train - sum(b for _, b in items[:4]))
+    for name, b in items:
+        print(f"{b / GiB:8.2f} GiB  {name}")
+    print(f"{peak / GiB:8.2f} GiB  estimated peak (weights and optimiser state + the larger of update and generation)")
+    print("fits one 80 GB GPU" if peak < 76 * GiB else "does NOT fit one 80 GB GPU: lower --micro_batch or use LoRA")
+    return peak

@@ -177,7 +177,18 @@ def test_dry_run_plans_llada_8b_on_one_80gb_gpu(capsys):
     out = capsys.readouterr().out
     assert "fits one 80 GB GPU" in out and "14.93 GiB  weights (bf16)" in out and "336M LoRA" in out
     cfg = runs.parse_config(dg.GRPOConfig, ["--model", "llada-8b", "--lora_r", "0"], None, dg.MODEL_DEFAULTS)
-    assert dg.print_plan(cfg, model.PRESETS["llada-8b"]) > 80 * 2 ** 30  # full fine-tuning would not fit
+    assert runs.print_plan(cfg, model.PRESETS["llada-8b"]) > 80 * 2 ** 30  # full fine-tuning would not fit
+
+
+def test_dry_run_keeps_the_graph_of_every_pass_of_an_estimate(capsys):
+    # mc-elbo with K copies keeps K graphs until the backward: K times the activations and answer logits
+    cfg = runs.parse_config(dg.GRPOConfig, ["--model", "llada-8b"], None, dg.MODEL_DEFAULTS)
+    one, four = (runs.memory_plan(cfg, model.PRESETS["llada-8b"], p) for p in (1, 4))
+    for (name, b1), (name4, b4) in zip(one, four):
+        per_pass = name.startswith(("update activations", "answer logits"))
+        assert b4 == (4 * b1 if per_pass else b1) and ("x 4 passes" in name4) == per_pass
+    dg.main(["--model", "llada-8b", "--dry-run", "--estimator", "mc-elbo", "--mc_samples", "4"])
+    assert "x 4 passes" in capsys.readouterr().out
 
 
 def test_diffu_grpo_with_lora_trains_only_adapters():
