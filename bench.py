@@ -540,6 +540,8 @@ def main(argv=None):
     p.add_argument("--out", default="bench/results.json", help="the figures as JSON")
     p.add_argument("--device", default=default_device())
     args = p.parse_args(argv)
+    if args.repeats < 1 or args.n_eval < 1:
+        raise SystemExit(f"error: --repeats ({args.repeats}) and --n_eval ({args.n_eval}) must be >= 1")
     presets = [name for name in args.presets.split(",") if name]  # --presets '': none
     for name in presets:
         if name not in SIZES:

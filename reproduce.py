@@ -66,27 +66,31 @@ class ReproConfig:
     rows: str = option("base,sft,diffu-grpo,d1", "rows, comma-separated: base, sft, diffu-grpo, d1, and the SFT model "
                                                  "trained by RL with another estimate or loss: " + ", ".join(BEYOND))
     seeds: str = option("0", "seeds, comma-separated (3 for error bars)")
-    n_test: int = option(2000, "held-out target instances per task")
-    n_val: int = option(256, "validation instances (what the training runs report)")
-    sudoku_pretrain_steps: int = option(600, "Sudoku's base model: masked-diffusion steps on its domain data")
-    countdown_pretrain_steps: int = option(1800, "Countdown's base model: the same (its domain text is larger)")
-    sudoku_sft_examples: int = option(128, "Sudoku's fixed, small set of worked target solutions")
-    countdown_sft_examples: int = option(1000, "Countdown's (d1's s1K size: its base is stronger, LOG.md)")
-    sft_steps: int = option(300, "SFT steps over that set (batch 64: 150 epochs of 128, 19 of 1,000)")
-    rl_steps: int = option(70, "diffu-GRPO outer steps for each RL row")
-    rl_lr: float = option(5e-5, "diffu-GRPO learning rate")
-    temperature: float = option(1.0, "rollout temperature")
+    n_test: int = option(2000, "held-out target instances per task", must=">= 1")
+    n_val: int = option(256, "validation instances (what the training runs report)", must=">= 1")
+    sudoku_pretrain_steps: int = option(600, "Sudoku's base model: masked-diffusion steps on its domain data",
+                                        must=">= 1")
+    countdown_pretrain_steps: int = option(1800, "Countdown's base model: the same (its domain text is larger)",
+                                           must=">= 1")
+    sudoku_sft_examples: int = option(128, "Sudoku's fixed, small set of worked target solutions", must=">= 1")
+    countdown_sft_examples: int = option(1000, "Countdown's (d1's s1K size: its base is stronger, LOG.md)", must=">= 1")
+    sft_steps: int = option(300, "SFT steps over that set (batch 64: 150 epochs of 128, 19 of 1,000)", must=">= 1")
+    rl_steps: int = option(70, "diffu-GRPO outer steps for each RL row", must=">= 1")
+    rl_lr: float = option(5e-5, "diffu-GRPO learning rate", must="> 0")
+    temperature: float = option(1.0, "rollout temperature", must=">= 0")
     threshold: float = option(0.9, "rollouts only: Fast-dLLM parallel decoding threshold (0: off); "
-                                   "evaluation always decodes one token per step")
-    prompts_per_step: int = option(32, "prompts per diffu-GRPO step")
-    num_generations: int = option(8, "G")
-    mu: int = option(1, "inner updates per batch of rollouts")
-    p_mask: float = option(0.0, "prompt masking probability of the log-prob estimate (d1: 0.15)")
-    beta: float = option(0.0, "weight of the KL to the reference policy (d1: 0.04)")
-    mc_samples: int = option(1, "mc-elbo and spg rows: masked copies per estimate (1: d1's forward passes per update)")
-    sudoku_spg_beta: float = option(1.0, "spg row on Sudoku: the EUBO's beta (SPG's choice for Sudoku)")
-    countdown_spg_beta: float = option(1.5, "spg row on Countdown: the EUBO's beta (SPG's choice elsewhere)")
-    rl_eval_every: int = option(10, "validation accuracy and sampled reward every this many RL steps")
+                                   "evaluation always decodes one token per step", must="in [0, 1]")
+    prompts_per_step: int = option(32, "prompts per diffu-GRPO step", must=">= 1")
+    num_generations: int = option(8, "G", must=">= 2")
+    mu: int = option(1, "inner updates per batch of rollouts", must=">= 1")
+    p_mask: float = option(0.0, "prompt masking probability of the log-prob estimate (d1: 0.15)", must="in [0, 1]")
+    beta: float = option(0.0, "weight of the KL to the reference policy (d1: 0.04)", must=">= 0")
+    mc_samples: int = option(1, "mc-elbo and spg rows: masked copies per estimate (1: d1's forward passes per update)",
+                             must=">= 1")
+    sudoku_spg_beta: float = option(1.0, "spg row on Sudoku: the EUBO's beta (SPG's choice for Sudoku)", must=">= 1")
+    countdown_spg_beta: float = option(1.5, "spg row on Countdown: the EUBO's beta (SPG's choice elsewhere)",
+                                       must=">= 1")
+    rl_eval_every: int = option(10, "validation accuracy and sampled reward every this many RL steps", must=">= 1")
     quick: bool = option(False, "tiny budgets everywhere: checks the pipeline, not the result")
     out: str = option("runs/reproduce", "folder for checkpoints, results.json and rewards.png")
     device: str = option(default_device(), "cuda, mps or cpu")
@@ -249,6 +253,21 @@ def orderings(results):
     return "\n".join(lines)
 
 
+def costs(out, names, seeds, rows, cfg):
+    """Markdown table of what each RL row spent, mean over tasks and seeds: forward passes of one
+    log-likelihood estimate (the update's budget; the rollouts, the same for every row, dominate) and
+    seconds per run in rollouts, in the old policy's estimates, and in the updates (from log.jsonl)."""
+    lines = ["| row | passes per estimate | rollouts (s) | old log-probs (s) | updates (s) |", "|---|---|---|---|---|"]
+    for row in rows:
+        change = RL_ROWS[row][1]
+        passes = diffu_grpo.ESTIMATORS[change.get("estimator", "one-step")].passes(cfg)
+        runs = [rollouts for name in names for rollouts, _ in rl_logs(out, name, seeds, row)]
+        spent = [sum(sum(r[k] for r in rollouts) for rollouts in runs) / len(runs)
+                 for k in ("gen_s", "logp_s", "update_s")]
+        lines.append(f"| {row} | {passes} | " + " | ".join(f"{s:.0f}" for s in spent) + " |")
+    return "\n".join(lines)
+
+
 def moving_average(values, window):
     return [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
             for i in range(len(values))]
@@ -343,6 +362,8 @@ def main(argv=None):
         plot(out, names, seeds)
     beyond = [row for row in rows if row in BEYOND]
     if beyond:
+        spent = costs(out, names, seeds, [row for row in rows if row in RL_ROWS], cfg)
+        print(f"\nwhat each RL row spent (mean per run):\n{spent}")
         plot(out, names, seeds, rows=["d1"] * ("d1" in rows) + beyond, file="estimators.png")
     return results
 

@@ -39,9 +39,26 @@ from sample import evaluate
 
 # ----------------------------------------------------------------------------- command-line flags
 
-def option(default, help):
-    """A dataclass field that parse_config turns into a command-line flag with this help text."""
-    return field(default=default, metadata={"help": help})
+# The ranges a numeric flag may take (option(..., must=...)): parse_config answers any other value with
+# one line, before anything is loaded or written.
+RANGES = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, ">= 2": lambda v: v >= 2, "> 0": lambda v: v > 0,
+          "in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1, "in (0, 1)": lambda v: 0 < v < 1}
+
+
+def option(default, help, must=None):
+    """A dataclass field that parse_config turns into a command-line flag with this help text; must:
+    its range, a key of RANGES (None: any value)."""
+    assert must is None or must in RANGES, must
+    return field(default=default, metadata={"help": help, "must": must})
+
+
+def check_ranges(cfg):
+    """The first flag of a config whose value is outside its range, as a message (None: all hold)."""
+    for f in fields(cfg):
+        value, must = getattr(cfg, f.name), f.metadata.get("must")
+        if must and value is not None and not (math.isfinite(value) and RANGES[must](value)):
+            return f"--{f.name} must be {must}, not {value}"
+    return None
 
 
 def preset_of(name):
@@ -71,7 +88,11 @@ def parse_config(cls, argv=None, description=None, model_defaults=None):
             p.add_argument(*flags, dest=f.name, default=d, action=argparse.BooleanOptionalAction, help=helptext)
         else:
             p.add_argument(*flags, dest=f.name, default=d, type=str if kind is type(None) else kind, help=helptext)
-    return cls(**vars(p.parse_args(argv)))
+    cfg = cls(**vars(p.parse_args(argv)))
+    bad = check_ranges(cfg)
+    if bad:
+        raise SystemExit(f"error: {bad}")  # one line, e.g. "error: --p_mask must be in [0, 1], not 1.5"
+    return cfg
 
 
 def check_prompt_room(prompts, room, flag, max_seq_len, which):
@@ -467,7 +488,7 @@ def run_command(run, out):
         close_distributed()
 
 
-# ----------------------------------------------------------------------------- diffu_grpo.py --dry_run: the GPU memory plan
+# ----------------------------------------------------------------------------- diffu_grpo.py --dry_run: memory plan
 
 GiB = 2 ** 30
 
@@ -492,12 +513,13 @@ def memory_plan(cfg, mcfg, passes=1):
     block = mb * T * (6 * C + 4 * H) * 2 + mb * mcfg.n_heads * T * T * 4  # bf16 tensors + fp32 scores
     acts = passes * ((nl * mb * T * C * 2 + 2 * block) if cfg.grad_ckpt else nl * block)
     each = f", x {passes} passes" if passes > 1 else ""
+    ckpt = ", checkpointed" if cfg.grad_ckpt else ""
     N = cfg.prompts_per_step * cfg.num_generations
     return [("weights (bf16)", n_params * 2),
             (f"trainable parameters, fp32 ({trainable / 1e6:.0f}M{' LoRA' if lora else ''})", trainable * 4),
             ("their gradients (fp32)", trainable * 4),
             ("AdamW moments (2 x fp32)", trainable * 8),
-            (f"update activations (micro-batch {mb} x {T} tokens{', checkpointed' if cfg.grad_ckpt else ''}{each})", acts),
+            (f"update activations (micro-batch {mb} x {T} tokens{ckpt}{each})", acts),
             (f"answer logits (micro-batch {mb} x {L} x {V}: bf16, fp32, grad{each})", passes * mb * L * V * 10),
             (f"generation: {N} sequences, one layer's activations + block logits (fp32, fp64)",
              N * T * (4 * C + 3 * H) * 2 + N * cfg.block_length * V * 12)]

@@ -328,10 +328,10 @@ def parse_args(argv=None):
 def main(argv=None):
     from tqdm import tqdm
     args = parse_args(argv)
-    try:
-        model, tokenizer = load_model(args.model, device=args.device, seed=args.seed)
+    try:  # the settings first: a mistake costs no loading
         check_settings(args.gen_length, args.steps, args.block_length, args.remasking, args.temperature, args.cfg_scale)
         check_fast_settings(args.threshold, args.cache, args.remasking, args.cfg_scale)
+        model, tokenizer = load_model(args.model, device=args.device, seed=args.seed)
     except (ValueError, FileNotFoundError, ImportError) as e:
         sys.exit(f"error: {e}")
     prompt = torch.tensor([tokenizer.encode(tokenizer.chat(args.prompt))], device=args.device)

@@ -190,13 +190,7 @@ class Task:
         return examples
 
     def _rows(self, path):  # JSON Lines; Sudoku overrides for CSV
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield lineno, json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+        return read_jsonl(path)
 
     def download(self, split, dest):
         """Fetch the public copy of a split into folder `dest` (needs internet; not used by tests)."""
@@ -601,12 +595,15 @@ class Sudoku(Task):
                        puzzle=puzzle, solution=solution)
 
     def _rows(self, path):
-        with open(path, encoding="utf-8", newline="") as f:  # csv keeps strings: leading zeros survive
-            reader = csv.DictReader(f)
-            if reader.fieldnames is not None and reader.fieldnames[:2] != ["Puzzle", "Solution"]:
-                raise ValueError(f"{path}:1: header must be 'Puzzle,Solution', got {reader.fieldnames}")
-            for row in reader:
-                yield reader.line_num, row
+        try:
+            with open(path, encoding="utf-8", newline="") as f:  # csv keeps strings: leading zeros survive
+                reader = csv.DictReader(f)
+                if reader.fieldnames is not None and reader.fieldnames[:2] != ["Puzzle", "Solution"]:
+                    raise ValueError(f"{path}:1: header must be 'Puzzle,Solution', got {reader.fieldnames}")
+                for row in reader:
+                    yield reader.line_num, row
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path} is not UTF-8 text (byte {e.start}): expected a CSV file") from None
 
     def _example(self, row):
         return self.make(row["Puzzle"], row["Solution"])
@@ -695,6 +692,24 @@ class Sudoku(Task):
             o["score"] = o["correct_cells"] / o["empty_cells"] if o["empty_cells"] else 0.0
         cells = sum(o["empty_cells"] for o in out)
         return 100.0 * sum(o["correct_cells"] for o in out) / max(cells, 1), out  # d1: cell accuracy
+
+
+def read_jsonl(path):
+    """(line number, record) of each non-blank line of a JSON Lines file; a missing file, a file that
+    is not UTF-8 text and a line that is not JSON are errors that say which (FileNotFoundError, ValueError)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no file at {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}): expected JSON Lines") from None
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
 
 
 TASKS = {t.name: t for t in (GSM8K(), MATH500(), Countdown(), Sudoku())}
@@ -1069,7 +1084,27 @@ def _fit16(answer):
 
 
 # ----------------------------------------------------------------------------- CLI
+def score_file_rows(path):
+    """The records of a generations file for `score`: each must hold generation and ground_truth."""
+    rows = []
+    for lineno, row in read_jsonl(path):
+        if not isinstance(row, dict) or not {"generation", "ground_truth"} <= set(row):
+            raise ValueError(f"{path}:{lineno}: a record needs 'generation' and 'ground_truth' "
+                             f"(and may have 'question')")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} holds no records")
+    return rows
+
+
 def main(argv=None):
+    try:
+        run(argv)
+    except (ValueError, OSError) as e:  # a missing or unreadable file, a bad record, no network: one line
+        sys.exit(f"error: {e}")
+
+
+def run(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sc = sub.add_parser("score", help="d1's accuracy on a generations JSONL (question, generation, ground_truth)")
@@ -1087,10 +1122,11 @@ def main(argv=None):
     dl.add_argument("--split", default="test")
     dl.add_argument("--dest", required=True)
     args = ap.parse_args(argv)
+    if args.cmd == "show" and args.n < 1:
+        ap.error(f"-n must be >= 1, not {args.n}")
     task = get_task(args.task)
     if args.cmd == "score":
-        with open(args.file, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = score_file_rows(args.file)
         acc, results = task.score_rows(rows, args.corrected)
         print(f"{task.name}: {acc:.2f} ({len(rows)} items{', corrected' if args.corrected else ''})")
         if args.out:

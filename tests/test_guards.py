@@ -1,5 +1,7 @@
-"""Configuration mistakes stop sft.py and diffu_grpo.py before any weights load, with one line that says
-what to change."""
+"""Configuration mistakes stop sft.py, diffu_grpo.py and reproduce.py before any weights load, with one
+line that says what to change; tasks.py answers a bad file the same way."""
+import dataclasses
+
 import pytest
 
 import diffu_grpo as dg
@@ -31,10 +33,14 @@ SFT_CASES = [
     (["--model", 32], "the longest held-out prompt has 24 tokens, and with --gen_length 16 its sequence passes"),
     (["--model", 20], "the longest training prompt has 24 tokens: no room for an answer"),
     (["--resume"], "holds no checkpoint"),
+    (["--steps", "-5"], "--steps must be >= 1, not -5"),  # trained nothing and overwrote runs/sft-toy
+    (["--lr", "0"], "--lr must be > 0, not 0.0"),
+    (["--eps", "1"], "--eps must be in (0, 1), not 1.0"),
+    (["--lora_dropout", "1"], "--lora_dropout must be in [0, 1), not 1.0"),
 ]
 
 GRPO_CASES = [
-    (["--num_generations", "1"], "--num_generations must be at least 2"),
+    (["--num_generations", "1"], "--num_generations must be >= 2, not 1"),
     (["--block_length", "5"], "block_length 5 must divide gen_length 16"),
     (["--block_length", "8", "--diffusion_steps", "3"], "steps 3 must be a multiple of the number of blocks (2"),
     (["--temperature", "-1"], "must be >= 0"),
@@ -42,6 +48,11 @@ GRPO_CASES = [
     (["--model", "no/such/folder"], "--model 'no/such/folder' is neither a preset nor a checkpoint folder"),
     (["--model", 32], "the longest training prompt has 24 tokens, and with --gen_length 16 its sequence passes"),
     (["--resume"], "holds no checkpoint"),
+    (["--p_mask", "1.5"], "--p_mask must be in [0, 1], not 1.5"),  # ran
+    (["--temperature", "nan"], "--temperature must be >= 0, not nan"),
+    (["--threshold", "2"], "--threshold must be in [0, 1], not 2.0"),
+    (["--mu", "0"], "--mu must be >= 1, not 0"),
+    (["--gen_length", "0"], "--gen_length must be >= 1, not 0"),
 ]
 
 
@@ -71,3 +82,61 @@ def test_a_batch_smaller_than_the_number_of_processes(folders):
         sft.setup(sft.SFTConfig(model=str(folders[64]), batch_size=1, device="cpu"), world=2)
     with pytest.raises(ValueError, match="--prompts_per_step 1 is smaller than the number of processes"):
         dg.setup(dg.GRPOConfig(model=str(folders[64]), prompts_per_step=1, device="cpu"), world=2)
+
+
+def test_every_numeric_flag_has_a_range():
+    # a count, probability, temperature or length without one would let a mistake run (or train nothing)
+    import reproduce
+    for cls in (sft.SFTConfig, dg.GRPOConfig, reproduce.ReproConfig):
+        for f in dataclasses.fields(cls):
+            if f.type in (int, float, "int", "float"):
+                assert f.metadata.get("must") in runs.RANGES, (cls.__name__, f.name)
+
+
+def test_reproduce_answers_a_flag_out_of_range(tmp_path):
+    import reproduce
+    with pytest.raises(SystemExit, match=r"^error: --rl_lr must be > 0, not 0.0$"):
+        reproduce.main(["--rl_lr", "0", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, expected", [
+    (None, "error: no file at "),
+    (b"\xff\xfe\x00 not text", "is not UTF-8 text (byte 0): expected JSON Lines"),
+    (b'{"generation": "1"}\n', ":1: a record needs 'generation' and 'ground_truth'"),
+    (b'{"generation": "1", "ground_truth": "1"}\nnot json\n', ":2: not JSON"),
+    (b"\n", "holds no records"),
+])
+def test_tasks_score_answers_a_bad_file_with_one_line(tmp_path, content, expected):
+    import tasks
+    path = tmp_path / "gen.jsonl"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit) as e:
+        tasks.main(["score", "--task", "gsm8k", "--file", str(path)])
+    assert str(e.value.code).startswith("error: ") and expected in str(e.value.code) and "\n" not in str(e.value.code)
+
+
+def test_a_sudoku_file_that_is_not_text(tmp_path):
+    import tasks
+    (tmp_path / "s.csv").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match="is not UTF-8 text"):
+        tasks.get_task("sudoku").load(tmp_path / "s.csv")
+
+
+def test_sample_checks_its_settings_before_loading(monkeypatch):
+    import sample
+    monkeypatch.setattr(sample, "load_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
+    for flags, expected in ((["--gen_length", "0"], "must be positive"), (["--temperature", "-1"], "must be >= 0"),
+                            (["--threshold", "1.5"], "threshold")):
+        with pytest.raises(SystemExit, match=f"^error: .*{expected}"):
+            sample.main(["--model", "no/such/folder", *flags])
+
+
+def test_sample_and_bench_answer_a_bad_path_or_count_with_one_line():
+    import bench
+    import sample
+    with pytest.raises(SystemExit, match="^error: --model 'no/such/folder' is neither a preset"):
+        sample.main(["--model", "no/such/folder"])
+    with pytest.raises(SystemExit, match=r"^error: --repeats \(0\) and --n_eval \(512\) must be >= 1$"):
+        bench.main(["--repeats", "0"])

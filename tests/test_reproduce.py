@@ -42,6 +42,12 @@ def test_quick_reproduction_pipeline(tmp_path, monkeypatch):
     lines = reproduce.orderings(more).splitlines()
     assert [line.split(" =")[0] for line in lines] == ["sudoku: d1 - sft", "sudoku: wd1 - d1", "sudoku: wd1 - sft",
                                                       "sudoku: coupled - d1", "sudoku: coupled - sft"]
+    spent = reproduce.costs(tmp_path, ["sudoku"], [1], ["d1", "wd1", "coupled"], reproduce.ReproConfig()).splitlines()
+    assert [line.split(" | ")[:2] for line in spent[2:]] == [["| d1", "1"], ["| wd1", "1"], ["| coupled", "3"]]
+    gen_s = sum(r["gen_s"] for r in reproduce.rl_logs(tmp_path, "sudoku", [1], "wd1")[0][0])
+    assert spent[3].split(" | ")[2] == f"{gen_s:.0f}"  # seconds in rollouts, from the run's log
+    rl = json.loads((tmp_path / "sudoku" / "seed1" / "coupled" / "grpo_config.json").read_text())
+    assert (rl["estimator"], rl["mc_samples"], rl["spg_beta"]) == ("coupled", 1, 1.0)  # the row's settings reach it
     with pytest.raises(ValueError, match="unknown row 'ppo'"):
         reproduce.main(["--rows", "d1,ppo", "--out", str(tmp_path)])
     assert reproduce.task_settings("sudoku", reproduce.ReproConfig()) != reproduce.task_settings(
