@@ -54,7 +54,9 @@ class SFTConfig:
     n_train: int = option(1000, "labeled training examples drawn from the generator (d1's s1K: 1,000)", must=">= 1")
     n_eval: int = option(256, "held-out examples evaluated every eval_every steps", must=">= 1")
     steps: int = option(300, "optimiser steps", must=">= 1")
-    batch_size: int = option(64, "sequences per step", must=">= 1")
+    batch_size: int = option(64, "sequences per optimiser step (the whole batch, over all processes)", must=">= 1")
+    micro_batch: int = option(0, "sequences per forward/backward on each process; their gradients add up to the "
+                                 "batch's (gradient accumulation; 0: a process's share at once)", must=">= 0")
     lr: float = option(1e-3, "peak learning rate (linear warmup, then --schedule)", must="> 0")
     warmup: int = option(20, "warmup steps", must=">= 0")
     schedule: str = option("constant", "after warmup: constant, or linear decay to 0 at --steps (d1's Trainer)")
@@ -248,14 +250,18 @@ def sft_step(net, opt, params, tokenizer, pairs, cfg, g, step):
     answer_len = (ids.shape[1] - prompt_len).to(ids.device).float()  # (B,) includes the EOS padding
     whole = cfg.batch_size if cfg.norm == "sequence" else answer_len.sum()  # the whole batch's normaliser
     rows = share(cfg.batch_size, *rank_world())  # this process's rows
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(cfg.device).type == "cuda"):
-        loss, unscaled, n = sft_loss(net, ids[rows], noisy[rows], masked[rows], t[rows], answer_len[rows], cfg.norm,
-                                     whole)
-    total, ce, n = all_reduce_sum([loss.item(), unscaled.item() * n, n])  # the whole batch's
+    size = cfg.micro_batch or cfg.batch_size
+    opt.zero_grad(set_to_none=True)
+    total = ce = n = 0.0
+    for i in range(rows.start, rows.stop, size):  # gradient accumulation: each micro-batch's loss is
+        c = slice(i, min(i + size, rows.stop))  # over the whole batch's normaliser, so the gradients add up
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(cfg.device).type == "cuda"):
+            loss, unscaled, k = sft_loss(net, ids[c], noisy[c], masked[c], t[c], answer_len[c], cfg.norm, whole)
+        loss.backward()
+        total, ce, n = total + loss.item(), ce + unscaled.item() * k, n + k
+    total, ce, n = all_reduce_sum([total, ce, n])  # the whole batch's
     if not math.isfinite(total):
         raise FloatingPointError(f"loss is {total}")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
     apply_gradients(opt, params, cfg.grad_clip)
     return dict(step=step, loss=total, unscaled=ce / max(n, 1), lr=lr_at(step, cfg)), ids.numel()
 

@@ -79,3 +79,26 @@ def test_learning_rate_warms_up_then_stays_or_decays_linearly_to_zero():
     assert [sft.lr_at(s, cfg) for s in (5, 10, 11, 60, 110)] == [0.5, 1.0, 1.0, 0.51, 0.01]  # (111 - step) / 100
     with pytest.raises(ValueError, match="--schedule must be"):
         sft.setup(sft.SFTConfig(schedule="cosine"))
+
+
+@pytest.mark.parametrize("norm", ["sequence", "batch"])
+def test_gradient_accumulation_gives_the_unaccumulated_gradient(norm, monkeypatch):
+    """--micro_batch 3 on a batch of 8 (micro-batches of 3, 3, 2) gives the gradient of one pass over all 8."""
+    import model
+    import model_files
+    tok = model_files.byte_tokenizer()
+    pairs = [(list(range(1, 2 + i % 4)), list(range(40, 44 + i % 5))) for i in range(20)]
+    grads, records = [], []
+    monkeypatch.setattr(sft, "apply_gradients", lambda opt, params, clip: grads.append(
+        [p.grad.clone() for p in params]))
+    for micro in (0, 3):
+        net = model.build(model.ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64), seed=0)
+        cfg = sft.SFTConfig(batch_size=8, micro_batch=micro, norm=norm, answer_length=6, device="cpu")
+        opt = torch.optim.AdamW(net.parameters())
+        records.append(sft.sft_step(net, opt, list(net.parameters()), tok, pairs, cfg, torch.Generator().manual_seed(0),
+                                    1)[0])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert records[0]["loss"] == pytest.approx(records[1]["loss"], rel=1e-5)
+    assert records[0]["unscaled"] == pytest.approx(records[1]["unscaled"], rel=1e-5)
+    assert any(g.abs().sum() > 0 for g in grads[0])
