@@ -29,8 +29,11 @@ both are opt-in, and with both off its tokens are LLaDA's.
 Shapes: B batch, P prompt length, L block length (or window), V vocabulary.
 """
 import argparse
+import json
 import math
+import os
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -296,6 +299,92 @@ def evaluate(model, tokenizer, task, examples, *, style, batch_size=64, progress
     return sum(s for _, s in results) / max(len(results), 1), results
 
 
+# ----------------------------------------------------------------------------- d1's evaluation, as one command
+
+@torch.no_grad()
+def answer_batch(model, tokenizer, task, examples, style, temperature, generator, **decoding):
+    """Greedy (or sampled) answers to a batch of a task's held-out examples with d1's evaluation prompt,
+    and the forward passes of the model it took (each pass reads the whole batch)."""
+    calls = []
+    hook = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        ids, mask = prompt_batch(tokenizer, task, examples, style, next(model.parameters()).device, for_eval=True)
+        decode = fast_generate if {"threshold", "cache"} & decoding.keys() else generate
+        out = decode(model, ids, mask_id=tokenizer.mask_id, attention_mask=mask, temperature=temperature,
+                     generator=generator, **decoding)
+    finally:
+        hook.remove()
+    return [tokenizer.decode(row) for row in out[:, ids.shape[1]:].tolist()], len(calls)
+
+
+def eval_run(model, tokenizer, task, examples, settings, out, decoding, rank=0, world=1):
+    """d1's evaluation (Sec. 4, Table 1) of every example at each answer length: one JSONL of records
+    (question, ground_truth, generation, score, ...) per length in `out`, readable by `tasks.py score`.
+
+    The items go in fixed batches of settings["batch_size"]; each finished batch is written to its own
+    part file (out/.parts/<task>-<length>/<batch>.jsonl, atomically), which makes the run resumable
+    (a killed run loses at most the batches in progress, and a batch's answers do not depend on when
+    or where it runs) and lets torchrun processes share the batches (process r takes every world-th
+    missing one). Process 0 joins the parts in order. Returns {length: (accuracy %, passes per answer)}."""
+    from tqdm import tqdm
+    out, B, style = Path(out), settings["batch_size"], prompt_style(model.config)
+    same = {k: v for k, v in settings.items() if k != "lengths"}  # a length may be added to a finished run
+    saved = out / "eval_settings.json"
+    if saved.is_file() and json.loads(saved.read_text()) != same:
+        raise ValueError(f"{out} holds an evaluation with other settings ({saved}): choose another --out or delete it")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(same, indent=2))
+    todo = {}
+    for length in settings["lengths"]:
+        parts = out / ".parts" / f"{task.name}-{length}"
+        if (out / f"{task.name}-{length}.jsonl").is_file():
+            continue  # finished earlier
+        parts.mkdir(parents=True, exist_ok=True)
+        mine = [k for k in range(math.ceil(len(examples) / B)) if not (parts / f"{k:06d}.jsonl").is_file()]
+        todo[length] = mine[rank::world]
+    if world > 1:
+        torch.distributed.barrier()  # every process has read the same missing batches before any is written
+    bar = tqdm(total=sum(min(B, len(examples) - k * B) for ks in todo.values() for k in ks), unit="item",
+               desc=f"evaluating {task.name}", disable=rank != 0)
+    for length, batches in todo.items():
+        steps = max(1, round(length * settings["steps_per_token"]))
+        kw = dict(gen_length=length, steps=steps, block_length=min(settings["block_length"], length), **decoding)
+        for k in batches:
+            chunk = examples[k * B:(k + 1) * B]
+            g = torch.Generator(next(model.parameters()).device).manual_seed(settings["seed"] * 1_000_003 + k)
+            texts, passes = answer_batch(model, tokenizer, task, chunk, style, settings["temperature"], g, **kw)
+            rows = [dict(index=k * B + i, **task.record(ex), generation=text, style=style, forward_passes=passes)
+                    for i, (ex, text) in enumerate(zip(chunk, texts))]
+            for r in rows:  # our verdict, as tasks.py score gives it
+                r["score"], r["extracted"] = task.score_record(r)
+            part = out / ".parts" / f"{task.name}-{length}" / f"{k:06d}.jsonl"
+            part.with_suffix(".tmp").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+            os.replace(part.with_suffix(".tmp"), part)
+            bar.update(len(chunk))
+    bar.close()
+    if world > 1:
+        torch.distributed.barrier()
+    summary = {}
+    for length in settings["lengths"]:
+        final, parts = out / f"{task.name}-{length}.jsonl", out / ".parts" / f"{task.name}-{length}"
+        if rank == 0 and not final.is_file():
+            text = "".join((parts / f"{k:06d}.jsonl").read_text(encoding="utf-8")
+                           for k in range(math.ceil(len(examples) / B)))
+            final.with_suffix(".tmp").write_text(text, encoding="utf-8")
+            os.replace(final.with_suffix(".tmp"), final)
+            for f in parts.iterdir():
+                f.unlink()
+            parts.rmdir()
+            if not any(parts.parent.iterdir()):
+                parts.parent.rmdir()
+        if rank == 0:
+            rows = [json.loads(line) for line in final.read_text(encoding="utf-8").splitlines()]
+            accuracy, _ = task.score_rows(rows)
+            summary[length] = (accuracy, sum(r["forward_passes"] for r in rows) / len(rows))
+    return summary
+
+
 # ----------------------------------------------------------------------------- command line
 
 def render(tokenizer, ids):
@@ -304,7 +393,8 @@ def render(tokenizer, ids):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Generate with a masked diffusion LM (LLaDA's reverse process).",
+    p = argparse.ArgumentParser(description="Generate with a masked diffusion LM (LLaDA's reverse process), or with "
+                                            "--task, run d1's evaluation of a model on a task's test set.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="toy", help=f"a preset ({', '.join(PRESETS)}; random weights) "
                                                   "or a checkpoint folder in LLaDA's Hugging Face layout")
@@ -322,12 +412,77 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of preset weights)")
     p.add_argument("--device", default=default_device())
     p.add_argument("--show", action="store_true", help="print the answer after every step as it is unmasked")
+    e = p.add_argument_group("evaluation (d1 Sec. 4: greedy, steps = length / 2; README 'Evaluation')")
+    e.add_argument("--task", help=f"evaluate every test item of a task ({', '.join(tasks.TASKS)}) instead of --prompt")
+    e.add_argument("--data", help="the test file or folder (GSM8K and MATH500 need one; Sudoku and Countdown "
+                                  "default to their generator's test split)")
+    e.add_argument("--lengths", default=None, help="answer lengths, comma-separated (d1: 128,256,512; "
+                                                   "default: --gen_length)")
+    e.add_argument("--steps_per_token", type=float, default=0.5, help="denoising steps per answer token (d1: 1/2)")
+    e.add_argument("--batch_size", type=int, default=8, help="items per batch (per process under torchrun)")
+    e.add_argument("--limit", type=int, default=None, help="only the first N items, for a quick look")
+    e.add_argument("--n_generated", type=int, default=256, help="items drawn from a generator when there is no --data")
+    e.add_argument("--out", default="runs/eval", help="folder for one JSONL per length and summary.json; a killed "
+                                                     "run started again with the same flags continues")
     return p.parse_args(argv)
+
+
+def check_eval_args(args):
+    """Evaluation flags, before anything is loaded: the answer lengths and counts."""
+    try:
+        lengths = [int(n) for n in (args.lengths or str(args.gen_length)).split(",")]
+    except ValueError:
+        raise ValueError(f"--lengths must be whole numbers, comma-separated, not {args.lengths!r}") from None
+    for name, value in (("--batch_size", args.batch_size), ("--limit", args.limit or 1),
+                        ("--n_generated", args.n_generated), ("--steps_per_token", args.steps_per_token)):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, not {value}")
+    for n in lengths:
+        block = min(args.block_length, n)
+        check_settings(n, max(1, round(n * args.steps_per_token)), block, args.remasking, args.temperature,
+                       args.cfg_scale)
+    return lengths
+
+
+def evaluate_command(args):
+    """sample.py --task: d1's evaluation, written to --out (eval_run), with a summary table."""
+    from runs import close_distributed, init_distributed  # torchrun plumbing (runs.py imports this module)
+    task = tasks.get_task(args.task)
+    lengths = check_eval_args(args)
+    check_fast_settings(args.threshold, args.cache, args.remasking, args.cfg_scale)
+    examples = tasks.examples(task, args.data, args.n_generated, args.seed, "test")[:args.limit]
+    rank, world, device = init_distributed(args.device)
+    try:
+        model, tokenizer = load_model(args.model, device=device, seed=args.seed)
+        decoding = {k: v for k, v in (("threshold", args.threshold), ("cache", args.cache))
+                    if v is not None and v != "none"}
+        settings = dict(model=args.model, task=task.name, data=args.data, items=len(examples), lengths=lengths,
+                        steps_per_token=args.steps_per_token, block_length=args.block_length,
+                        temperature=args.temperature, batch_size=args.batch_size, seed=args.seed, **decoding)
+        summary = eval_run(model, tokenizer, task, examples, settings, args.out, decoding, rank, world)
+    finally:
+        close_distributed()
+    if rank == 0:
+        lines = [f"| length | items | accuracy (%) | forward passes per answer |", "|---|---|---|---|"]
+        lines += [f"| {n} | {len(examples)} | {acc:.2f} | {passes:.1f} |" for n, (acc, passes) in summary.items()]
+        print(f"{task.name}, {args.model}, {', '.join(f'{k} {v}' for k, v in decoding.items()) or 'LLaDA decoding'}:")
+        print("\n".join(lines))
+        Path(args.out, "summary.json").write_text(json.dumps(dict(settings=settings, accuracy={
+            n: dict(accuracy=a, forward_passes_per_answer=p) for n, (a, p) in summary.items()}), indent=2))
 
 
 def main(argv=None):
     from tqdm import tqdm
     args = parse_args(argv)
+    if args.task:
+        try:
+            return evaluate_command(args)
+        except (ValueError, FileNotFoundError, ImportError) as e:
+            sys.exit(f"error: {e}")
+        except KeyboardInterrupt:
+            print(f"interrupted: the finished batches are kept in {args.out}; the same command continues",
+                  file=sys.stderr)
+            sys.exit(130)
     try:  # the settings first: a mistake costs no loading
         check_settings(args.gen_length, args.steps, args.block_length, args.remasking, args.temperature, args.cfg_scale)
         check_fast_settings(args.threshold, args.cache, args.remasking, args.cfg_scale)

@@ -1,6 +1,7 @@
 """Shared test fixtures. Tests may read ../shared (fixtures and data); the product never does."""
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -51,3 +52,25 @@ def tiny_path():
 def tiny(tiny_path):
     import model
     return model.load(tiny_path)
+
+
+SPECIALS = ["<|startoftext|>", "<|endoftext|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|mdm_mask|>"]
+
+
+@pytest.fixture
+def small_llada_folder(tmp_path):
+    """A checkpoint folder with a small tokenizer.json in LLaDA's format (built with `tokenizers`)
+    and tokenizer_config.json naming the special tokens, plus the tiny-llada weights."""
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {chr(i): i - 32 for i in range(32, 127)}
+    vocab["\n"], vocab["[UNK]"] = len(vocab), len(vocab) + 1
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Split("", "isolated")
+    tok.decoder = tokenizers.decoders.Fuse()
+    tok.add_special_tokens([tokenizers.AddedToken(t, special=True) for t in SPECIALS])
+    folder = tmp_path / "llada-small"
+    shutil.copytree(need(TINY), folder)
+    tok.save(str(folder / "tokenizer.json"))
+    added = {str(i): {"content": t.content, "special": True} for i, t in tok.get_added_tokens_decoder().items()}
+    (folder / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": added}))
+    return folder

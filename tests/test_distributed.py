@@ -71,3 +71,14 @@ def test_diffu_grpo_on_two_processes_equals_one_on_the_same_rollouts(tiny_folder
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-9), key
     assert one[0]["reward_std"] > 0  # the advantages were not all zero
     assert_same_weights(tmp_path / "one", tmp_path / "two", tiny_folder)
+
+
+def test_evaluation_on_two_processes_equals_one(tiny_folder, tmp_path):
+    """sample.py --task under torchrun: the processes share the batches, and one file results, the same."""
+    args = ["--task", "sudoku", "--model", str(tiny_folder), "--lengths", "8", "--block_length", "8",
+            "--steps_per_token", "1", "--limit", "11", "--batch_size", "3", "--temperature", "1.0", "--device", "cpu"]
+    torchrun("sample.py", args + ["--out", str(tmp_path / "two")])
+    import sample
+    sample.main(args + ["--out", str(tmp_path / "one")])
+    one, two = ((tmp_path / d / "sudoku-8.jsonl").read_bytes() for d in ("one", "two"))
+    assert one == two and len(one.splitlines()) == 11

@@ -1,14 +1,12 @@
 """LLaDA's tokenizer (tokenizers library) and chat template, read from the checkpoint folder."""
 import json
-import shutil
 
 import pytest
 
 import model
 import model_files
-from conftest import LLADA_8B, TINY, need
+from conftest import LLADA_8B, SPECIALS, need
 
-SPECIALS = ["<|startoftext|>", "<|endoftext|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|mdm_mask|>"]
 
 
 def test_special_ids_are_read_by_name_from_tokenizer_config():
@@ -26,25 +24,6 @@ def test_chat_template_is_the_checkpoints_template():
     assert tok.chat(content) == rendered
     assert rendered == ("<|startoftext|><|start_header_id|>user<|end_header_id|>\n\nWhat is 7 * 8?<|eot_id|>"
                         "<|start_header_id|>assistant<|end_header_id|>\n\n")
-
-
-@pytest.fixture
-def small_llada_folder(tmp_path):
-    """A checkpoint folder with a small tokenizer.json in LLaDA's format (built with `tokenizers`)
-    and tokenizer_config.json naming the special tokens, plus the tiny-llada weights."""
-    tokenizers = pytest.importorskip("tokenizers")
-    vocab = {chr(i): i - 32 for i in range(32, 127)}
-    vocab["\n"], vocab["[UNK]"] = len(vocab), len(vocab) + 1
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.Split("", "isolated")
-    tok.decoder = tokenizers.decoders.Fuse()
-    tok.add_special_tokens([tokenizers.AddedToken(t, special=True) for t in SPECIALS])
-    folder = tmp_path / "llada-small"
-    shutil.copytree(need(TINY), folder)
-    tok.save(str(folder / "tokenizer.json"))
-    added = {str(i): {"content": t.content, "special": True} for i, t in tok.get_added_tokens_decoder().items()}
-    (folder / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": added}))
-    return folder
 
 
 def test_llada_tokenizer_encodes_decodes_and_stops(small_llada_folder):
