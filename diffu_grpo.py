@@ -15,10 +15,11 @@ answer position. Each inner step draws a fresh prompt mask, a perturbed view of 
     python diffu_grpo.py --resume                    # continue runs/grpo-toy from its newest checkpoint
 
 Departures from d1's code (README.md lists the project's others):
-1. The loss is averaged over all answer tokens of the batch (the token-level mean of d1's code,
-   `--loss_norm token`); the paper's 1/|o_i| per sequence then mean over sequences is
-   `--loss_norm sequence`. Either way the normaliser is the whole batch's, so micro-batching does
-   not change the gradient.
+1. The toy default averages the loss over all answer tokens of the batch (`--loss_norm token`).
+   d1's code took a token mean within each micro-batch, one prompt's G answers, and averaged the
+   micro-batches (`--loss_norm group`, the llada-8b default); the paper's 1/|o_i| per sequence then
+   mean over sequences is `--loss_norm sequence`. Each normaliser is the whole batch's, so
+   micro-batching does not change the gradient.
 2. The mu prompt masks are drawn once per batch of rollouts from a seeded torch.Generator; the
    current, old and reference policies see the same mask at inner step n. d1 reseeds the global
    RNG, and with gradient accumulation some buffered micro-batches see only mu/2 masks.
@@ -79,7 +80,8 @@ class GRPOConfig:
     steps: int = option(60, "outer steps (each: one batch of rollouts, then mu updates)", must=">= 1")
     prompts_per_step: int = option(32, "prompts per outer step", must=">= 1")
     num_generations: int = option(8, "G, answers per prompt", must=">= 2")
-    mu: int = option(1, "inner updates per batch of rollouts (d1: 12)", must=">= 1")
+    mu: int = option(1, "inner updates per batch of rollouts (d1: 12 for GSM8K and MATH, 8 for Countdown and Sudoku)",
+                     must=">= 1")
     p_mask: float = option(0.0, "one-step: probability of masking each prompt token in the estimate (d1: 0.15)",
                            must="in [0, 1]")
     beta: float = option(0.0, "weight of the k3 KL to the reference policy (d1: 0.04)", must=">= 0")
@@ -102,7 +104,8 @@ class GRPOConfig:
     threshold: float = option(0.9, "rollouts only: Fast-dLLM parallel decoding, also commit every candidate this "
                                    "confident (0: off, LLaDA's sampler)", must="in [0, 1]")
     cache: str = option("none", "rollouts only: Fast-dLLM approximate KV cache, none, prefix or dual")
-    loss_norm: str = option("token", "token: mean over all answer tokens (d1's code); sequence: 1/|o_i| (paper)")
+    loss_norm: str = option("token", "token: mean over the batch's answer tokens; sequence: 1/|o_i| (the paper's "
+                                     "Eq. 4); group: a token mean per prompt's G answers, then over prompts (d1's code)")
     scale_rewards: bool = option(False, "divide advantages by the group std (d1 does not)")
     micro_batch: int = option(0, "sequences per forward/backward in the update (0: all at once)", must=">= 0")
     lora_r: int = option(0, "LoRA rank (0: train every parameter; the reference is then a frozen copy)", must=">= 0")
@@ -122,16 +125,19 @@ class GRPOConfig:
     device: str = option(default_device(), "cuda, mps or cpu")
 
 
-# d1's published settings (d1 Sec. 4 and its released slurm_scripts/train.yaml). temperature None = d1's value
-# for the task (D1_TEMPERATURE).
-MODEL_DEFAULTS = {"llada-8b": dict(model="llada-8b", mu=12, p_mask=0.15, beta=0.04, epsilon=0.5, lr=3e-6, threshold=0.0,
-                                   weight_decay=0.1, grad_clip=0.2, num_generations=6, prompts_per_step=16,
-                                   gen_length=256, diffusion_steps=128, block_length=32, temperature=None,
-                                   steps=5000, micro_batch=6, n_eval=256, eval_every=100, save_every=100,
-                                   lora_r=128, lora_alpha=64.0, lora_dropout=0.05, grad_ckpt=True,
+# d1's settings as its released code ran them (d1 Sec. 4; slurm_scripts/*.sbatch and train.yaml, with the
+# pinned peft 0.15.1 and TRL; README "What d1 ran"). mu None: d1's NUM_ITER for the task (D1_MU). Where the
+# scripts read differently: Sudoku's --temperature 0.3 never reached the program (0.9 ran); LoRA on all
+# seven projections matched only q, k, v and up in LLaDA's names (--lora_targets as below).
+MODEL_DEFAULTS = {"llada-8b": dict(model="llada-8b", mu=None, p_mask=0.15, beta=0.04, epsilon=0.5, lr=3e-6,
+                                   threshold=0.0, weight_decay=0.1, grad_clip=0.2, num_generations=6,
+                                   prompts_per_step=16, gen_length=256, diffusion_steps=128, block_length=32,
+                                   temperature=0.9, loss_norm="group", steps=5000, micro_batch=6, n_eval=256,
+                                   eval_every=100, save_every=100, lora_r=128, lora_alpha=64.0, lora_dropout=0.05,
+                                   lora_targets="q_proj,k_proj,v_proj,up_proj", grad_ckpt=True,
                                    out="runs/grpo-llada-8b")}
 
-D1_TEMPERATURE = {"gsm8k": 0.9, "math500": 0.9, "countdown": 0.9, "sudoku": 0.3}
+D1_MU = {"gsm8k": 12, "math500": 12, "countdown": 8, "sudoku": 8}  # NUM_ITER of d1's sbatch scripts
 
 # Settings that --resume lets differ from the checkpoint's: none of them changes the training itself.
 RESUME_MAY_CHANGE = ("steps", "resume", "device", "out", "eval_every", "save_every", "n_eval", "test_data",
@@ -317,11 +323,15 @@ def grpo_token_loss(logp, old_logp, ref_logp, adv, epsilon, beta):
     return loss, kl, clipped < unclipped
 
 
-def reduce_loss(token_loss, mask, norm, n_tokens, n_seqs):
+def reduce_loss(token_loss, mask, norm, n_tokens, n_seqs, group_tokens=None, G=1):
     """Average the per-token loss of (a micro-batch of) the batch with the whole batch's normaliser:
-    token: sum / answer tokens of the batch (d1's code); sequence: sum_i (1/|o_i|) sum_k / N (Eq. 4)."""
+    token: sum / answer tokens of the batch; sequence: sum_i (1/|o_i|) sum_k / N (the paper's Eq. 4);
+    group: d1's code as it ran, a token mean within each prompt's G answers (its micro-batch), then the
+    mean over the batch's N / G prompts; group_tokens (n,): the answer tokens of each row's group."""
     if norm == "token":
         return (token_loss * mask).sum() / n_tokens
+    if norm == "group":
+        return ((token_loss * mask).sum(1) / group_tokens.clamp(min=1)).sum() / (n_seqs / G)
     return ((token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)).sum() / n_seqs
 
 
@@ -399,7 +409,8 @@ def policy_loss(cfg, logp, old, ref, rows, counts):
     ref = ref if ref is not None else logp.detach()
     if ESTIMATORS[cfg.estimator].level == "token":
         tok, kl, clipped = grpo_token_loss(logp, old, ref, rows["adv"], cfg.epsilon, cfg.beta)
-        return (reduce_loss(tok, mask, cfg.loss_norm, n_tokens, n_seqs), ((kl * mask).sum() / n_tokens).item(),
+        loss = reduce_loss(tok, mask, cfg.loss_norm, n_tokens, n_seqs, rows["group_tokens"], cfg.num_generations)
+        return (loss, ((kl * mask).sum() / n_tokens).item(),
                 ((clipped.float() * mask).sum() / n_tokens).item())
     loss, kl, clipped = grpo_sequence_loss(seq(logp), seq(old), seq(ref), mask.sum(1).clamp(min=1), rows["adv"],
                                            cfg.epsilon, cfg.beta)
@@ -434,9 +445,11 @@ def rollout(policy, tokenizer, task, examples, cfg, style, generator):
     rewards, names = score(task, texts, repeated, style)
     total = rewards.sum(dim=1)  # (N,)
     stops = [t for t in (tokenizer.eos_id, tokenizer.eot_id) if t is not None]
+    mask = completion_mask(completion, stops)  # (N, L)
+    group_tokens = mask.view(-1, G).sum(1).repeat_interleave(G).float()  # (N,) answer tokens of each group
     return dict(prompt=prompt, attention_mask=am, completion=completion, texts=texts, rewards=rewards,
                 names=names, total=total, adv=group_advantages(total, G, cfg.scale_rewards).to(cfg.device),
-                mask=completion_mask(completion, stops))
+                mask=mask, group_tokens=group_tokens)
 
 
 @torch.no_grad()
@@ -469,7 +482,7 @@ def fixed_terms(model, noises, batch, cfg, mask_id, chunks):
             for noise in noises]
 
 
-BATCH_TENSORS = ("prompt", "attention_mask", "completion", "adv", "mask")  # a rollout batch's rows
+BATCH_TENSORS = ("prompt", "attention_mask", "completion", "adv", "mask", "group_tokens")  # a rollout batch's rows
 
 
 def rows_of(tensors, c, keys=BATCH_TENSORS):
@@ -558,13 +571,13 @@ def step_record(batch, inner, G):
 def setup(cfg, world=1):
     """Check the settings before any work, each message saying what to change. Returns the task, the
     model's config and its tokenizer; no weights are read yet."""
-    if cfg.temperature is None:
-        cfg.temperature = D1_TEMPERATURE.get(cfg.task, 0.9)
+    if cfg.mu is None:
+        cfg.mu = D1_MU.get(cfg.task, 12)
     if cfg.num_generations < 2:
         raise ValueError(f"--num_generations must be at least 2 (GRPO compares answers within a group), "
                          f"not {cfg.num_generations}")
-    if cfg.loss_norm not in ("token", "sequence"):
-        raise ValueError(f"--loss_norm must be token or sequence, not {cfg.loss_norm!r}")
+    if cfg.loss_norm not in ("token", "sequence", "group"):
+        raise ValueError(f"--loss_norm must be token, sequence or group, not {cfg.loss_norm!r}")
     if cfg.estimator not in ESTIMATORS:
         raise ValueError(f"--estimator must be one of {', '.join(ESTIMATORS)}, not {cfg.estimator!r}")
     if cfg.loss not in LOSSES:

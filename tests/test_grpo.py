@@ -1,6 +1,7 @@
 """diffu_grpo.py: the one-step log-prob estimator, advantages and the diffu-GRPO loss."""
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -122,10 +123,22 @@ def test_micro_batching_does_not_change_the_loss():
     torch.manual_seed(0)
     tok = torch.rand(6, 4)
     mask = (torch.rand(6, 4) > 0.3).float()
-    for norm in ("token", "sequence"):
-        whole = dg.reduce_loss(tok, mask, norm, mask.sum(), 6)
-        parts = sum(dg.reduce_loss(tok[c], mask[c], norm, mask.sum(), 6) for c in (slice(0, 4), slice(4, 6)))
+    group_tokens = mask.sum(1).view(2, 3).sum(1).repeat_interleave(3)  # G = 3: two prompts
+    for norm in ("token", "sequence", "group"):
+        whole = dg.reduce_loss(tok, mask, norm, mask.sum(), 6, group_tokens, 3)
+        parts = sum(dg.reduce_loss(tok[c], mask[c], norm, mask.sum(), 6, group_tokens[c], 3)
+                    for c in (slice(0, 4), slice(4, 6)))  # a micro-batch boundary inside a group
         torch.testing.assert_close(whole, parts)
+
+
+def test_group_norm_is_d1s_mean_of_per_prompt_token_means():
+    """d1's code: a token mean over each micro-batch of one prompt's G answers, then the mean of those."""
+    tok = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0], [10.0, 11.0, 12.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])  # G = 2: 2 prompts
+    group_tokens = torch.tensor([3.0, 3.0, 4.0, 4.0])
+    expected = ((1 + 2 + 4) / 3 + (7 + 8 + 9 + 10) / 4) / 2
+    assert dg.reduce_loss(tok, mask, "group", mask.sum(), 4, group_tokens, 2).item() == pytest.approx(expected)
+    assert dg.reduce_loss(tok, mask, "token", mask.sum(), 4).item() == pytest.approx(41 / 7)  # not the same
 
 
 def test_the_exact_elbo_weights_sum_to_one_per_position():

@@ -161,13 +161,23 @@ def test_llada_8b_switches_to_d1_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # and no way to download
     cfg = runs.parse_config(dg.GRPOConfig, ["--model", "llada-8b", "--task", "sudoku"], None, dg.MODEL_DEFAULTS)
-    assert (cfg.mu, cfg.p_mask, cfg.beta, cfg.epsilon, cfg.lr, cfg.grad_clip, cfg.num_generations) == \
-        (12, 0.15, 0.04, 0.5, 3e-6, 0.2, 6)
+    assert (cfg.p_mask, cfg.beta, cfg.epsilon, cfg.lr, cfg.grad_clip, cfg.num_generations) == \
+        (0.15, 0.04, 0.5, 3e-6, 0.2, 6)
     assert (cfg.gen_length, cfg.diffusion_steps, cfg.block_length, cfg.weight_decay) == (256, 128, 32, 0.1)
     assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.grad_ckpt) == (128, 64.0, 0.05, True)
+    # as d1's code ran: PEFT matched only these of its seven names; its Sudoku scripts lost --temperature 0.3
+    assert (cfg.lora_targets, cfg.temperature, cfg.loss_norm) == ("q_proj,k_proj,v_proj,up_proj", 0.9, "group")
     with pytest.raises(FileNotFoundError, match="needs the weights of GSAI-ML/LLaDA-8B-Instruct"):
         dg.setup(cfg)
-    assert cfg.temperature == 0.3  # d1's Sudoku rollouts; 0.9 elsewhere
+    assert cfg.mu == 8  # d1's NUM_ITER for Sudoku and Countdown; 12 for GSM8K and MATH
+    gsm = runs.parse_config(dg.GRPOConfig, ["--model", "llada-8b", "--task", "gsm8k"], None, dg.MODEL_DEFAULTS)
+    with pytest.raises(FileNotFoundError):
+        dg.setup(gsm)
+    assert gsm.mu == 12
+    written = runs.parse_config(dg.GRPOConfig, ["--model", "llada-8b", "--temperature", "0.3", "--lora_targets",
+                                                "q_proj,k_proj,v_proj,attn_out,ff_proj,up_proj,ff_out"], None,
+                                dg.MODEL_DEFAULTS)
+    assert written.temperature == 0.3 and len(written.lora_targets.split(",")) == 7  # as the scripts read
     toy = runs.parse_config(dg.GRPOConfig, ["--mu", "3", "--no-scale_rewards", "--temperature", "0.5"])
     assert (toy.mu, toy.scale_rewards, toy.temperature, toy.model) == (3, False, 0.5, "runs/sft-toy")
 
@@ -195,7 +205,7 @@ def test_s1k_full_columns(tmp_path):
 def test_dry_run_plans_llada_8b_on_one_80gb_gpu(capsys):
     dg.main(["--model", "llada-8b", "--dry-run"])  # loads nothing: no weights here
     out = capsys.readouterr().out
-    assert "fits one 80 GB GPU" in out and "14.93 GiB  weights (bf16)" in out and "336M LoRA" in out
+    assert "fits one 80 GB GPU" in out and "14.93 GiB  weights (bf16)" in out and "168M LoRA" in out
     cfg = runs.parse_config(dg.GRPOConfig, ["--model", "llada-8b", "--lora_r", "0"], None, dg.MODEL_DEFAULTS)
     assert runs.print_plan(cfg, model.PRESETS["llada-8b"]) > 80 * 2 ** 30  # full fine-tuning would not fit
 
