@@ -61,6 +61,7 @@ class SFTConfig:
     warmup: int = option(20, "warmup steps", must=">= 0")
     schedule: str = option("constant", "after warmup: constant, or linear decay to 0 at --steps (d1's Trainer)")
     weight_decay: float = option(0.1, "AdamW weight decay (LLaDA: 0.1)", must=">= 0")
+    adam_beta2: float = option(0.95, "AdamW's second-moment decay (d1's Trainer: 0.999)", must="in [0, 1)")
     grad_clip: float = option(1.0, "gradient-norm clip", must="> 0")
     eps: float = option(1e-3, "t = (1 - eps) U + eps", must="in (0, 1)")
     norm: str = option("sequence", "loss normalisation: sequence (LLaDA) or batch (d1's code)")
@@ -84,16 +85,18 @@ class SFTConfig:
     device: str = option(default_device(), "cuda, mps or cpu")
 
 
-# d1's SFT settings for LLaDA-8B (d1 Sec. 3.3 and 4: s1K, sequence length 4096; the rest from its released
-# SFT code): lr 1e-5, wd 0.1, clip 1.0, LoRA r 128, alpha 256, dropout 0.05 on q, k, v; rows padded to 4096.
-MODEL_DEFAULTS = {"llada-8b": dict(task="s1k", lr=1e-5, warmup=0, grad_clip=1.0, batch_size=1, steps=2500,
-                                   answer_length=3840, gen_length=256, block_length=32, diffusion_steps=128,
-                                   norm="batch", lora_r=128, lora_alpha=256.0, lora_dropout=0.05, grad_ckpt=True,
-                                   out="runs/sft-llada-8b", n_eval=64)}
+# d1's SFT for LLaDA-8B as its released code ran it (d1 Sec. 3.3 and 4: s1K, 20 epochs, sequence length 4096;
+# SFT/sft_train.py with transformers 4.49's Trainer defaults): per-device batch 1 x gradient accumulation 4 x
+# 4 GPUs = 16 sequences per step, 1,250 steps (20 epochs of 1,000), lr 1e-5 decayed linearly, no warmup,
+# AdamW (0.9, 0.999), wd 0.1, clip 1.0; LoRA r 128, alpha 256, dropout 0.05 on q, k, v; rows padded to 4096.
+MODEL_DEFAULTS = {"llada-8b": dict(task="s1k", lr=1e-5, warmup=0, schedule="linear", adam_beta2=0.999, grad_clip=1.0,
+                                   batch_size=16, micro_batch=1, steps=1250, answer_length=3840, gen_length=256,
+                                   block_length=32, diffusion_steps=128, norm="batch", lora_r=128, lora_alpha=256.0,
+                                   lora_dropout=0.05, grad_ckpt=True, out="runs/sft-llada-8b", n_eval=64)}
 
 # Settings that --resume lets differ from the checkpoint's: none of them changes the training itself.
 RESUME_MAY_CHANGE = ("steps", "resume", "device", "out", "log_every", "eval_every", "save_every", "n_eval",
-                     "test_data", "gen_length", "block_length", "diffusion_steps")
+                     "micro_batch", "test_data", "gen_length", "block_length", "diffusion_steps")
 
 
 # ----------------------------------------------------------------------------- the objective
@@ -277,7 +280,7 @@ def train(cfg, train_examples=None, test_examples=None):
         pairs, test = training_data(cfg, task, tokenizer, style, mcfg.max_seq_len, train_examples, test_examples)
         run.check_resume(mcfg)
         net, tokenizer, params = run.load_model()  # LoRA and gradient checkpointing as cfg says
-        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay)
         g = torch.Generator().manual_seed(cfg.seed)  # data order and masks: the same on every process
         evaluate = (lambda: dict(accuracy=held_out_accuracy(net, tokenizer, task, test, style, cfg))) if task else None
         run.begin(net, opt, tokenizer, dict(g=g), evaluate)

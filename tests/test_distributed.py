@@ -42,7 +42,7 @@ def test_shards_make_the_whole_batch():
 def test_sft_on_two_processes_equals_one(tiny_folder, tmp_path):
     args = ["--model", str(tiny_folder), "--task", "sudoku", "--n_train", "200", "--n_eval", "4", "--steps", "3",
             "--batch_size", "7", "--eval_every", "0", "--log_every", "1", "--device", "cpu"]  # 7 rows: shares 3 and 4
-    torchrun("sft.py", args + ["--out", str(tmp_path / "two")])
+    torchrun("sft.py", args + ["--out", str(tmp_path / "two"), "--micro_batch", "2"])  # and accumulating
     sft.main(args + ["--out", str(tmp_path / "one")])
     one, two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
     assert [r["step"] for r in two] == [1, 2, 3]

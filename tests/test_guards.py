@@ -140,3 +140,35 @@ def test_sample_and_bench_answer_a_bad_path_or_count_with_one_line():
         sample.main(["--model", "no/such/folder"])
     with pytest.raises(SystemExit, match=r"^error: --repeats \(0\) and --n_eval \(512\) must be >= 1$"):
         bench.main(["--repeats", "0"])
+
+
+def readme_torchrun_commands():
+    """The README's torchrun commands for LLaDA-8B: (script, flags, processes)."""
+    import re
+    import shlex
+    text = (runs.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for line in text.splitlines():
+        if line.startswith("torchrun") and "llada" in line:
+            words = shlex.split(line.split("#")[0])
+            i = next(i for i, w in enumerate(words) if w.endswith(".py"))
+            yield words[i], words[i + 1:], int(re.search(r"--nproc_per_node (\d+)", line).group(1))
+
+
+def test_readmes_8_gpu_commands_pass_their_own_checks(tmp_path, monkeypatch):
+    """Everything torchrun's 8 processes check before loading passes (the batch is at least one row
+    per process, ...), and the first thing they need is the weights, absent here."""
+    import shutil
+    from conftest import LLADA_8B, need
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setitem(__import__("sys").modules, "huggingface_hub", None)
+    commands = list(readme_torchrun_commands())
+    monkeypatch.chdir(tmp_path)  # SFT's output, as RL's start: LLaDA-8B's config, no weights or tokenizer.json
+    shutil.copytree(need(LLADA_8B), tmp_path / "runs" / "sft-llada-8b")
+    assert {script for script, _, _ in commands} == {"sft.py", "diffu_grpo.py"}
+    for script, flags, world in commands:
+        mod = sft if script == "sft.py" else dg
+        cfg = runs.parse_config(mod.SFTConfig if mod is sft else mod.GRPOConfig, flags, None, mod.MODEL_DEFAULTS)
+        if mod is sft:
+            assert cfg.batch_size % world == 0 and cfg.batch_size // world >= cfg.micro_batch  # 2 rows, 1 at a time
+        with pytest.raises(FileNotFoundError, match="needs the weights of GSAI-ML|tokenizer.json is missing"):
+            mod.setup(cfg, world=world)
