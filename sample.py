@@ -12,6 +12,8 @@ Committed tokens are never remasked.
     python sample.py --model toy --prompt "sudoku 3102200002100320" --show
     python sample.py --model path/to/LLaDA-8B-Instruct --prompt "What is 7*8?" --gen_length 128
     python sample.py --model runs/sft-toy --threshold 0.9 --cache prefix    # Fast-dLLM decoding (opt-in)
+    python sample.py --model llada-8b --task gsm8k --data data/gsm8k --lengths 128,256,512 --block_length 32
+                                                   # d1's evaluation: every test item, resumable (eval_run)
 
 `generate` is LLaDA's algorithm; at temperature 0 its tokens equal those of LLaDA's reference
 generate.py. Only the work that changes the result is done:
