@@ -70,3 +70,13 @@ def test_prime_allocates_adamw_moments_without_moving_a_weight():
     bench.prime(opt)
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
     assert len(opt.state) == len(before) and opt.param_groups[0]["lr"] == 1e-2
+
+
+def test_memory_measurement_prints_nothing_of_the_profilers():
+    """torch's profiler writes `USDT: ... profiler_start/stop` to stderr around every measurement."""
+    import subprocess
+    import sys
+    code = "import bench, torch; print(bench.peak_memory(lambda: torch.ones(1000) + 1, 'cpu')[0])"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=bench.Path(bench.__file__).parent)
+    assert run.returncode == 0 and int(run.stdout) >= 4000 and "USDT" not in run.stderr + run.stdout
