@@ -52,7 +52,6 @@ Shapes: N = prompts x G sequences, P prompt length, L answer length, V vocabular
 """
 import copy
 import math
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -62,8 +61,8 @@ import torch.nn.functional as F
 import tasks
 from model import (LORA_TARGETS, PRESETS, config_and_tokenizer, default_device, lora_disabled,
                    read_config)
-from runs import (Run, all_gather, all_reduce_sum, apply_gradients, check_prompt_room, held_out_accuracy, option,
-                  parse_config, print_plan, rank_world, run_command, share, whole_batch)
+from runs import (Run, all_gather, all_reduce_sum, apply_gradients, check_prompt_room, clock, held_out_accuracy,
+                  option, parse_config, print_plan, rank_world, run_command, share, whole_batch)
 from sample import (check_fast_settings, check_settings, encode_prompt, fast_generate, generate, prompt_batch,
                     prompt_style)
 
@@ -104,8 +103,9 @@ class GRPOConfig:
     threshold: float = option(0.9, "rollouts only: Fast-dLLM parallel decoding, also commit every candidate this "
                                    "confident (0: off, LLaDA's sampler)", must="in [0, 1]")
     cache: str = option("none", "rollouts only: Fast-dLLM approximate KV cache, none, prefix or dual")
-    loss_norm: str = option("token", "token: mean over the batch's answer tokens; sequence: 1/|o_i| (the paper's "
-                                     "Eq. 4); group: a token mean per prompt's G answers, then over prompts (d1's code)")
+    loss_norm: str = option("token", "token: mean over the batch's answer tokens; sequence: 1/|o_i| (the "
+                                     "paper's Eq. 4); group: a token mean per prompt's G answers, then over "
+                                     "prompts (d1's code)")
     scale_rewards: bool = option(False, "divide advantages by the group std (d1 does not)")
     micro_batch: int = option(0, "sequences per forward/backward in the update (0: all at once)", must=">= 0")
     lora_r: int = option(0, "LoRA rank (0: train every parameter; the reference is then a frozen copy)", must=">= 0")
@@ -520,24 +520,25 @@ def inner_update(policy, opt, batch, noise, old, ref, cfg, mask_id, chunks, coun
 
 def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g, gen):
     """Alg. 1, one iteration of the outer loop: rollouts (noise from gen, on the model's device), then
-    mu updates, each with fresh estimator noise (from g, on the CPU; d1: a fresh prompt mask). Under torchrun, examples are this
-    process's prompts; the masks, normalisers, gradients and logged statistics are the whole batch's."""
-    t0 = time.time()
+    mu updates, each with fresh estimator noise (from g, on the CPU; d1: a fresh prompt mask). Under
+    torchrun, examples are this process's prompts; the masks, normalisers, gradients and logged
+    statistics are the whole batch's. Phase times read a synchronised clock (runs.clock)."""
+    t0 = clock(cfg.device)
     policy.eval()
     batch = rollout(policy, tokenizer, task, examples, cfg, style, gen)
-    t1 = time.time()
+    t1 = clock(cfg.device)
     N = batch["completion"].shape[0]
     size = cfg.micro_batch or N
     chunks = [slice(i, i + size) for i in range(0, N, size)]
     noises, n_all = draw_noise(batch, cfg, tokenizer.mask_id, g)
     old = fixed_terms(policy, noises, batch, cfg, tokenizer.mask_id, chunks) if cfg.loss == "grpo" else [None] * cfg.mu
     ref = fixed_terms(ref_model, noises, batch, cfg, tokenizer.mask_id, chunks) if cfg.beta else None
-    t_logp = time.time()
+    t_logp = clock(cfg.device)
     policy.train()
     counts = (max(all_reduce_sum([batch["mask"].sum().item()])[0], 1), n_all)  # the whole batch's normalisers
     inner = [inner_update(policy, opt, batch, noises[n], old[n], ref[n] if ref else None, cfg,
                           tokenizer.mask_id, chunks, counts) for n in range(cfg.mu)]
-    t2 = time.time()
+    t2 = clock(cfg.device)
     record = step_record(batch, inner, cfg.num_generations)
     record.update(gen_s=t1 - t0, logp_s=t_logp - t1, update_s=t2 - t_logp)
     return record, batch

@@ -27,6 +27,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from dataclasses import asdict, field, fields
 from pathlib import Path
 
@@ -217,6 +218,14 @@ def held_out_accuracy(model, tokenizer, task, examples, style, cfg):
 #   state.pt               optimizer state and every process's RNG states (uint8 tensors), read back
 #                          with torch.load(weights_only=True): loading a checkpoint cannot run code
 CHECKPOINT = "checkpoint-"
+
+
+def clock(device):
+    """time.perf_counter() after the device's queued work is done (CUDA runs asynchronously: an
+    unsynchronised clock would charge a phase's kernels to the next phase)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def rng_states(generators):

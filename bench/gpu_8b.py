@@ -14,9 +14,11 @@ and memory, not quality. Phases, each seeded:
 3. generate one sample.generate at d1's settings (prompt 200, batch 6, gen_length 256, 128 steps,
            block 32, temperature 0.9) on the plain model; tokens/s = generated tokens / time.
 4. grpo    one outer step of diffu_grpo.train_step with d1's configuration (MODEL_DEFAULTS["llada-8b"],
-           one prompt x 6 generations, LoRA r 128, grad checkpointing, mu = 12 inner updates):
+           one prompt x 6 generations, LoRA r 128 on q, k, v, up, grad checkpointing, mu = 12 inner
+           updates, d1's GSM8K and MATH value):
            rollout (with the adapters on), old/reference log-probs, 12 updates. The record is
-           train_step's: gen_s (rollout), update_s (log-probs and updates), reward, kl, clip_frac.
+           train_step's: gen_s (rollout), logp_s (old and reference log-probs), update_s (the
+           updates), reward, kl, clip_frac; every phase time reads a clock after torch.cuda.synchronize.
 Reading the output: peak_mem_gib is torch.cuda.max_memory_allocated, reset before each phase (None on
 a CPU); a phase that runs out of GPU memory reports status "OOM" and the next phase still runs.
 The table is printed at the end and written as JSON to --out (default bench/gpu_8b.json).
@@ -168,7 +170,7 @@ class StandInTask:
 
 def grpo_config(s, device, seed):
     d1 = dict(diffu_grpo.MODEL_DEFAULTS["llada-8b"])
-    d1.update(prompts_per_step=1, temperature=0.9, num_generations=s["batch"], micro_batch=s["batch"],
+    d1.update(prompts_per_step=1, num_generations=s["batch"], micro_batch=s["batch"],
               mu=s["mu"], lora_r=s["lora_r"], lora_alpha=s["lora_alpha"], gen_length=s["gen_length"],
               diffusion_steps=s["steps"], block_length=s["block"], device=device, seed=seed)
     return diffu_grpo.GRPOConfig(**d1)

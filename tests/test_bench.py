@@ -58,9 +58,9 @@ def test_llada_8b_sizes_are_d1s():
     cfg = bench.grpo_config(bench.SIZES["llada-8b"], "cuda", 0)
     d1 = diffu_grpo.MODEL_DEFAULTS["llada-8b"]
     for key, value in d1.items():
-        if key not in ("prompts_per_step", "temperature"):
+        if key not in ("prompts_per_step", "mu"):
             assert getattr(cfg, key) == value, key
-    assert cfg.prompts_per_step == 1 and cfg.temperature == 0.9 and cfg.device == "cuda"
+    assert cfg.prompts_per_step == 1 and cfg.mu == 12 and cfg.device == "cuda"  # d1's larger mu (GSM8K, MATH)
     s = bench.SIZES["llada-8b"]
     assert (s["batch"], s["prompt"] + s["gen_length"]) == (6, 456)
     assert bench.CONFIGS["llada-8b"] == bench.PRESETS["llada-8b"]
