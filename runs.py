@@ -506,8 +506,10 @@ def memory_plan(cfg, mcfg, passes=1):
     """Estimated peak GPU memory (bytes) of a diffu-GRPO run, item by item, from the configs alone:
     bf16 weights, fp32 LoRA parameters with their gradients and AdamW moments, the activations of one
     micro-batch in the update (block inputs kept, one block recomputed, with gradient checkpointing),
-    the answer-position logits, and the rollout batch in generation. An upper-bound style estimate:
-    it counts the attention scores as if no fused attention kernel were used. passes: forward passes
+    the answer-position logits, and the rollout batch in generation, whose vocabulary-wide float64
+    temporaries of a sampling step (noise, its logs, the softmax) peak at 32 bytes per logit, as
+    measured (bench/cpu_8b_width.py). An upper-bound style estimate: it counts the attention scores
+    as if no fused attention kernel were used. passes: forward passes
     of one log-likelihood estimate (diffu_grpo.ESTIMATORS); each keeps its graph until the backward."""
     C, H, nl, V = mcfg.d_model, mcfg.mlp_hidden, mcfg.n_layers, mcfg.vocab_size
     with torch.device("meta"):
@@ -530,8 +532,9 @@ def memory_plan(cfg, mcfg, passes=1):
             ("AdamW moments (2 x fp32)", trainable * 8),
             (f"update activations (micro-batch {mb} x {T} tokens{ckpt}{each})", acts),
             (f"answer logits (micro-batch {mb} x {L} x {V}: bf16, fp32, grad{each})", passes * mb * L * V * 10),
-            (f"generation: {N} sequences, one layer's activations + block logits (fp32, fp64)",
-             N * T * (4 * C + 3 * H) * 2 + N * cfg.block_length * V * 12)]
+            (f"generation: {N} sequences, one layer's activations, block logits (fp32) and float64 sampling "
+             f"temporaries (32 bytes a logit)",
+             N * T * (4 * C + 3 * H) * 2 + N * cfg.block_length * V * (4 + 32))]
 
 
 def print_plan(cfg, mcfg, passes=1):

@@ -14,27 +14,26 @@ memory plan's arithmetic. This script
    one outer step on one Sudoku prompt with G answers, under the llada-8b defaults that a LLaDA-format
    folder takes (LoRA r 128 / alpha 64 on q, k, v, up; gradient checkpointing; p_mask 0.15, beta 0.04)
    and --mu inner updates;
-3. prints the step's phase seconds (its log.jsonl) and the process's peak resident memory
-   (getrusage) beside the plan's items. The plan counts GPU tensors; the process also holds the
+3. prints the step's phase seconds (its log.jsonl) and the process's peak resident memory, until the
+   step's log line (sampled from /proc) and over the whole command (os.wait4's rusage), beside the
+   plan's items. The plan counts GPU tensors; the process also holds the
    Python interpreter and torch's libraries, measured as a process that imports them and stops.
 The figures go to --out as JSON.
 """
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import torch  # noqa: E402
-
-from model import PRESETS, build, save  # noqa: E402
-import tasks  # noqa: E402
+import tasks  # noqa: E402  (pure Python: this process stays small, see run())
 
 # LLaDA-8B-Instruct's special tokens and their ids (its tokenizer_config.json)
 SPECIAL = {"<|startoftext|>": 126080, "<|endoftext|>": 126081, "<|mdm_mask|>": 126336,
@@ -58,6 +57,8 @@ def write_tokenizer(folder, texts):
 
 def write_checkpoint(folder, args):
     """A random model with LLaDA-8B's widths (or those given) and --layers layers, saved in bf16."""
+    import torch
+    from model import PRESETS, build, save
     cfg = replace(PRESETS["llada-8b"], n_layers=args.layers, d_model=args.d_model, mlp_hidden=args.mlp_hidden,
                   vocab_size=max(args.vocab, max(SPECIAL.values()) + 1), max_seq_len=1024)
     t0 = time.perf_counter()
@@ -70,13 +71,37 @@ def write_checkpoint(folder, args):
     return n, time.perf_counter() - t0
 
 
-def run(cmd):
-    """Run a command to its end: its output, and the largest peak resident memory of this script's
-    children so far, in bytes (Linux: ru_maxrss in KiB), which is this command's when it is the largest."""
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"error: {' '.join(cmd[:3])} ... failed:\n{done.stderr[-3000:]}")
-    return done.stdout, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+def run(cmd, mark=None):
+    """Run a command to its end: its output; its own peak resident memory in bytes (os.wait4's rusage of
+    that child; Linux counts ru_maxrss in KiB); and, when `mark` is given, the peak of its resident
+    memory sampled every 0.1 s (/proc) until the first output line holding `mark`. A child's peak starts
+    at this process's size when it forks (it survives exec), so this process imports no torch."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+        sampled, stop = [0], threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                try:
+                    with open(f"/proc/{proc.pid}/status") as f:
+                        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) * 1024
+                    sampled[-1] = max(sampled[-1], rss)
+                except (OSError, StopIteration):
+                    pass
+                time.sleep(0.1)
+        threading.Thread(target=sample, daemon=True).start()
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if mark and mark in line and len(sampled) == 1:
+                sampled.append(0)  # the peak so far is the one until the mark
+        stop.set()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            err.seek(0)
+            sys.exit(f"error: {' '.join(cmd[:3])} ... failed:\n{err.read()[-3000:]}")
+    return "".join(lines), usage.ru_maxrss * 1024, sampled[0]
 
 
 def plan_items(stdout):
@@ -100,10 +125,18 @@ def main(argv=None):
     p.add_argument("--diffusion_steps", type=int, default=8)
     p.add_argument("--mu", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "bench" / "cpu_8b_width.json"))
+    p.add_argument("--write", help=argparse.SUPPRESS)  # the child that writes the checkpoint folder
     args = p.parse_args(argv)
+    if args.write:
+        print(json.dumps(write_checkpoint(Path(args.write), args)))
+        return None
+    widths = ["--layers", str(args.layers), "--d_model", str(args.d_model), "--mlp_hidden", str(args.mlp_hidden),
+              "--vocab", str(args.vocab)]
     with tempfile.TemporaryDirectory() as tmp:
         folder, out = Path(tmp) / "llada-width", Path(tmp) / "grpo"
-        params, build_s = write_checkpoint(folder, args)
+        _, base, _ = run([sys.executable, "-c", "import torch, diffu_grpo"])  # the interpreter and libraries
+        written, _, _ = run([sys.executable, __file__, "--write", str(folder), *widths])
+        params, build_s = json.loads(written.splitlines()[-1])
         print(f"checkpoint: {params / 1e9:.2f}B parameters, {args.layers} layers, written in {build_s:.0f} s")
         flags = ["--model", str(folder), "--task", "sudoku", "--steps", "1", "--mu", str(args.mu),
                  "--prompts_per_step", "1", "--num_generations", str(args.num_generations),
@@ -113,25 +146,26 @@ def main(argv=None):
                  "--out", str(out)]
         longest = max(len(s.split()) + 8 for s in [tasks.get_task("sudoku").prompt(ex, "chat")
                                                    for ex in tasks.get_task("sudoku").generate(16, 0, "train")])
-        _, base = run([sys.executable, "-c", "import torch, diffu_grpo"])  # the smallest child first
-        plan_out, _ = run([sys.executable, "diffu_grpo.py", *flags, "--dry-run", "--prompt_length", str(longest)])
+        plan_out, _, _ = run([sys.executable, "diffu_grpo.py", *flags, "--dry-run", "--prompt_length", str(longest)])
         t0 = time.perf_counter()
-        _, peak = run([sys.executable, "diffu_grpo.py", *flags])
+        _, peak, step_peak = run([sys.executable, "-u", "diffu_grpo.py", *flags], mark="| reward ")
         wall = time.perf_counter() - t0
         step = [json.loads(line) for line in open(out / "log.jsonl") if '"gen_s"' in line][-1]
     plan = plan_items(plan_out)
-    planned = dict(plan)
     estimate = [v for k, v in plan if k.startswith("estimated peak")][0]
-    measured = (peak - base) / GiB
+    in_step, whole = (step_peak - base) / GiB, (peak - base) / GiB
     result = dict(params=params, layers=args.layers, d_model=args.d_model, vocab=args.vocab, wall_s=wall,
-                  gen_s=step["gen_s"], logp_s=step["logp_s"], update_s=step["update_s"], peak_rss_gib=peak / GiB,
-                  interpreter_gib=base / GiB, measured_gib=measured, plan=planned, plan_peak_gib=estimate,
-                  ratio=measured / estimate)
+                  gen_s=step["gen_s"], logp_s=step["logp_s"], update_s=step["update_s"], interpreter_gib=base / GiB,
+                  peak_rss_gib=peak / GiB, step_peak_rss_gib=step_peak / GiB, plan=dict(plan),
+                  plan_peak_gib=estimate, ratio_step=in_step / estimate, ratio_whole=whole / estimate)
     print(plan_out.rstrip())
     print(f"\none step on the CPU: rollout {step['gen_s']:.1f} s, old/reference log-probs {step['logp_s']:.1f} s, "
           f"update {step['update_s']:.1f} s; the whole command {wall:.0f} s (loading, evaluation, saving)")
-    print(f"peak resident memory {peak / GiB:.2f} GiB, of which the interpreter and torch {base / GiB:.2f} GiB: "
-          f"{measured:.2f} GiB against the plan's {estimate:.2f} GiB (ratio {measured / estimate:.2f})")
+    print(f"peak resident memory less the interpreter and torch ({base / GiB:.2f} GiB), against the plan's "
+          f"{estimate:.2f} GiB:\n  loading, first evaluation and the step  {in_step:.2f} GiB "
+          f"(ratio {in_step / estimate:.2f})"
+          f"\n  the whole command, with the final evaluation and the save  {whole:.2f} GiB "
+          f"(ratio {whole / estimate:.2f})")
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return result
