@@ -164,8 +164,12 @@ def test_readmes_8_gpu_commands_pass_their_own_checks(tmp_path, monkeypatch):
     commands = list(readme_torchrun_commands())
     monkeypatch.chdir(tmp_path)  # SFT's output, as RL's start: LLaDA-8B's config, no weights or tokenizer.json
     shutil.copytree(need(LLADA_8B), tmp_path / "runs" / "sft-llada-8b")
-    assert {script for script, _, _ in commands} == {"sft.py", "diffu_grpo.py"}
+    assert {script for script, _, _ in commands} == {"sft.py", "diffu_grpo.py", "sample.py"}
+    import sample
     for script, flags, world in commands:
+        if script == "sample.py":  # d1's evaluation: its flags pass their checks (it loads nothing before)
+            assert sample.check_eval_args(sample.parse_args(flags)) == [128, 256, 512]
+            continue
         mod = sft if script == "sft.py" else dg
         cfg = runs.parse_config(mod.SFTConfig if mod is sft else mod.GRPOConfig, flags, None, mod.MODEL_DEFAULTS)
         if mod is sft:

@@ -252,8 +252,8 @@ def test_diffu_grpo_end_to_end_with_lora_saves_merged(small_path, tmp_path):
 
 def test_a_llada_folder_takes_d1_settings_and_a_toy_folder_the_toy_ones(tiny_path, small_path):
     big = runs.parse_config(dg.GRPOConfig, ["--model", str(tiny_path)], None, dg.MODEL_DEFAULTS)
-    assert (big.model, big.mu, big.p_mask, big.beta, big.threshold, big.lora_r) == (str(tiny_path), 12, 0.15, 0.04,
-                                                                                    0.0, 128)  # d1's settings
+    assert (big.model, big.mu, big.p_mask, big.beta, big.threshold, big.lora_r) == (str(tiny_path), None, 0.15, 0.04,
+                                                                                    0.0, 128)  # d1's (mu: by task)
     toy = runs.parse_config(dg.GRPOConfig, ["--model", str(small_path)], None, dg.MODEL_DEFAULTS)
     assert (toy.model, toy.mu, toy.p_mask, toy.beta, toy.threshold, toy.lora_r) == (str(small_path), 1, 0.0, 0.0,
                                                                                      0.9, 0)  # the toy protocol
