@@ -127,6 +127,9 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "bench" / "cpu_8b_width.json"))
     p.add_argument("--write", help=argparse.SUPPRESS)  # the child that writes the checkpoint folder
     args = p.parse_args(argv)
+    for name in ("layers", "d_model", "mlp_hidden", "vocab", "num_generations", "gen_length", "diffusion_steps", "mu"):
+        if getattr(args, name) < 1:
+            sys.exit(f"error: --{name} must be >= 1, not {getattr(args, name)}")
     if args.write:
         print(json.dumps(write_checkpoint(Path(args.write), args)))
         return None
