@@ -484,8 +484,9 @@ class Run:
 
 
 def run_command(run, out):
-    """A training script's main: run(), with configuration and data mistakes and a non-finite loss as
-    one `error: ...` line, Ctrl-C as exit status 130 (after its checkpoint), the process group closed."""
+    """A command's main (the training scripts', sample.py --task's): run(), with configuration and data
+    mistakes and a non-finite loss as one `error: ...` line, Ctrl-C as exit status 130 (after its
+    checkpoint; a KeyboardInterrupt with a message says what is kept), the process group closed."""
     try:
         run()
     except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as e:

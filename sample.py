@@ -279,31 +279,6 @@ def prompt_batch(tokenizer, task, examples, style, device="cpu", for_eval=False)
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, task, examples, *, style, batch_size=64, progress=False, **decoding):
-    """Greedy held-out accuracy, d1's protocol (Sec. 4): generate at temperature 0, score each answer
-    with the task's scorer, average the scores (for Sudoku, the fraction of blanks right).
-    decoding: generate's settings (gen_length, steps, block_length); with Fast-dLLM's threshold or
-    cache among them, fast_generate decodes (bench.py measures its accuracy).
-    Returns (accuracy, [(text, score), ...])."""
-    from tqdm import tqdm
-    decode = fast_generate if {"threshold", "cache"} & decoding.keys() else generate
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    results = []
-    for i in tqdm(range(0, len(examples), batch_size), desc="evaluating", disable=not progress, leave=False):
-        chunk = examples[i:i + batch_size]
-        ids, mask = prompt_batch(tokenizer, task, chunk, style, device, for_eval=True)
-        out = decode(model, ids, mask_id=tokenizer.mask_id, attention_mask=mask, **decoding)
-        texts = [tokenizer.decode(row) for row in out[:, ids.shape[1]:].tolist()]
-        results += [(text, task.score(text, ex, style=style)[0]) for text, ex in zip(texts, chunk)]
-    model.train(was_training)
-    return sum(s for _, s in results) / max(len(results), 1), results
-
-
-# ----------------------------------------------------------------------------- d1's evaluation, as one command
-
-@torch.no_grad()
 def answer_batch(model, tokenizer, task, examples, style, temperature, generator, **decoding):
     """Greedy (or sampled) answers to a batch of a task's held-out examples with d1's evaluation prompt,
     and the forward passes of the model it took (each pass reads the whole batch)."""
@@ -317,6 +292,34 @@ def answer_batch(model, tokenizer, task, examples, style, temperature, generator
     finally:
         hook.remove()
     return [tokenizer.decode(row) for row in out[:, ids.shape[1]:].tolist()], len(calls)
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, task, examples, *, style, batch_size=64, progress=False, **decoding):
+    """Greedy held-out accuracy, d1's protocol (Sec. 4): generate at temperature 0, score each answer
+    with the task's scorer, average the scores (for Sudoku, the fraction of blanks right).
+    decoding: generate's settings (gen_length, steps, block_length); with Fast-dLLM's threshold or
+    cache among them, fast_generate decodes (bench.py measures its accuracy).
+    Returns (accuracy, [(text, score), ...])."""
+    from tqdm import tqdm
+    was_training = model.training
+    model.eval()
+    results = []
+    for i in tqdm(range(0, len(examples), batch_size), desc="evaluating", disable=not progress, leave=False):
+        chunk = examples[i:i + batch_size]
+        texts, _ = answer_batch(model, tokenizer, task, chunk, style, 0.0, None, **decoding)
+        results += [(text, task.score(text, ex, style=style)[0]) for text, ex in zip(texts, chunk)]
+    model.train(was_training)
+    return sum(s for _, s in results) / max(len(results), 1), results
+
+
+# ----------------------------------------------------------------------------- d1's evaluation, as one command
+
+def length_settings(length, steps_per_token, block_length):
+    """generate's settings for one answer length of d1's evaluation: steps = length x steps_per_token
+    (d1: 1/2), blocks of block_length (the whole answer when it is shorter)."""
+    return dict(gen_length=length, steps=max(1, round(length * steps_per_token)),
+                block_length=min(block_length, length))
 
 
 def eval_run(model, tokenizer, task, examples, settings, out, decoding, rank=0, world=1):
@@ -337,21 +340,21 @@ def eval_run(model, tokenizer, task, examples, settings, out, decoding, rank=0, 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(same, indent=2))
+    parts_of, n_batches = lambda length: out / ".parts" / f"{task.name}-{length}", math.ceil(len(examples) / B)
     todo = {}
     for length in settings["lengths"]:
-        parts = out / ".parts" / f"{task.name}-{length}"
+        parts = parts_of(length)
         if (out / f"{task.name}-{length}.jsonl").is_file():
             continue  # finished earlier
         parts.mkdir(parents=True, exist_ok=True)
-        mine = [k for k in range(math.ceil(len(examples) / B)) if not (parts / f"{k:06d}.jsonl").is_file()]
+        mine = [k for k in range(n_batches) if not (parts / f"{k:06d}.jsonl").is_file()]
         todo[length] = mine[rank::world]
     if world > 1:
         torch.distributed.barrier()  # every process has read the same missing batches before any is written
     bar = tqdm(total=sum(min(B, len(examples) - k * B) for ks in todo.values() for k in ks), unit="item",
                desc=f"evaluating {task.name}", disable=rank != 0)
     for length, batches in todo.items():
-        steps = max(1, round(length * settings["steps_per_token"]))
-        kw = dict(gen_length=length, steps=steps, block_length=min(settings["block_length"], length), **decoding)
+        kw = {**length_settings(length, settings["steps_per_token"], settings["block_length"]), **decoding}
         for k in batches:
             chunk = examples[k * B:(k + 1) * B]
             g = torch.Generator(next(model.parameters()).device).manual_seed(settings["seed"] * 1_000_003 + k)
@@ -360,7 +363,7 @@ def eval_run(model, tokenizer, task, examples, settings, out, decoding, rank=0, 
                     for i, (ex, text) in enumerate(zip(chunk, texts))]
             for r in rows:  # our verdict, as tasks.py score gives it
                 r["score"], r["extracted"] = task.score_record(r)
-            part = out / ".parts" / f"{task.name}-{length}" / f"{k:06d}.jsonl"
+            part = parts_of(length) / f"{k:06d}.jsonl"
             part.with_suffix(".tmp").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
             os.replace(part.with_suffix(".tmp"), part)
             bar.update(len(chunk))
@@ -369,10 +372,9 @@ def eval_run(model, tokenizer, task, examples, settings, out, decoding, rank=0, 
         torch.distributed.barrier()
     summary = {}
     for length in settings["lengths"]:
-        final, parts = out / f"{task.name}-{length}.jsonl", out / ".parts" / f"{task.name}-{length}"
+        final, parts = out / f"{task.name}-{length}.jsonl", parts_of(length)
         if rank == 0 and not final.is_file():
-            text = "".join((parts / f"{k:06d}.jsonl").read_text(encoding="utf-8")
-                           for k in range(math.ceil(len(examples) / B)))
+            text = "".join((parts / f"{k:06d}.jsonl").read_text(encoding="utf-8") for k in range(n_batches))
             final.with_suffix(".tmp").write_text(text, encoding="utf-8")
             os.replace(final.with_suffix(".tmp"), final)
             for f in parts.iterdir():
@@ -440,30 +442,30 @@ def check_eval_args(args):
         if not value > 0:
             raise ValueError(f"{name} must be > 0, not {value}")
     for n in lengths:
-        block = min(args.block_length, n)
-        check_settings(n, max(1, round(n * args.steps_per_token)), block, args.remasking, args.temperature,
+        kw = length_settings(n, args.steps_per_token, args.block_length)
+        check_settings(kw["gen_length"], kw["steps"], kw["block_length"], args.remasking, args.temperature,
                        args.cfg_scale)
     return lengths
 
 
 def evaluate_command(args):
     """sample.py --task: d1's evaluation, written to --out (eval_run), with a summary table."""
-    from runs import close_distributed, init_distributed  # torchrun plumbing (runs.py imports this module)
+    from runs import init_distributed  # torchrun plumbing (runs.py imports this module)
     task = tasks.get_task(args.task)
     lengths = check_eval_args(args)
     check_fast_settings(args.threshold, args.cache, args.remasking, args.cfg_scale)
     examples = tasks.examples(task, args.data, args.n_generated, args.seed, "test")[:args.limit]
-    rank, world, device = init_distributed(args.device)
+    rank, world, device = init_distributed(args.device)  # run_command closes the process group
+    model, tokenizer = load_model(args.model, device=device, seed=args.seed)
+    decoding = {k: v for k, v in (("threshold", args.threshold), ("cache", args.cache))
+                if v is not None and v != "none"}
+    settings = dict(model=args.model, task=task.name, data=args.data, items=len(examples), lengths=lengths,
+                    steps_per_token=args.steps_per_token, block_length=args.block_length,
+                    temperature=args.temperature, batch_size=args.batch_size, seed=args.seed, **decoding)
     try:
-        model, tokenizer = load_model(args.model, device=device, seed=args.seed)
-        decoding = {k: v for k, v in (("threshold", args.threshold), ("cache", args.cache))
-                    if v is not None and v != "none"}
-        settings = dict(model=args.model, task=task.name, data=args.data, items=len(examples), lengths=lengths,
-                        steps_per_token=args.steps_per_token, block_length=args.block_length,
-                        temperature=args.temperature, batch_size=args.batch_size, seed=args.seed, **decoding)
         summary = eval_run(model, tokenizer, task, examples, settings, args.out, decoding, rank, world)
-    finally:
-        close_distributed()
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"the finished batches are kept in {args.out}; the same command continues") from None
     if rank == 0:
         lines = [f"| length | items | accuracy (%) | forward passes per answer |", "|---|---|---|---|"]
         lines += [f"| {n} | {len(examples)} | {acc:.2f} | {passes:.1f} |" for n, (acc, passes) in summary.items()]
@@ -476,15 +478,9 @@ def evaluate_command(args):
 def main(argv=None):
     from tqdm import tqdm
     args = parse_args(argv)
-    if args.task:
-        try:
-            return evaluate_command(args)
-        except (ValueError, FileNotFoundError, ImportError) as e:
-            sys.exit(f"error: {e}")
-        except KeyboardInterrupt:
-            print(f"interrupted: the finished batches are kept in {args.out}; the same command continues",
-                  file=sys.stderr)
-            sys.exit(130)
+    if args.task:  # one error line, Ctrl-C as exit status 130, the process group closed: as sft.py's main
+        from runs import run_command
+        return run_command(lambda: evaluate_command(args), args.out)
     try:  # the settings first: a mistake costs no loading
         check_settings(args.gen_length, args.steps, args.block_length, args.remasking, args.temperature, args.cfg_scale)
         check_fast_settings(args.threshold, args.cache, args.remasking, args.cfg_scale)
