@@ -178,9 +178,13 @@ def run_task(name, seed, cfg, out, rows, done=()):
             start, change = RL_ROWS[row]
             models[row], _, _ = diffu_grpo.train(replace(rl, model=str(folder / start), out=str(folder / row),
                                                          **change), prompts, val)
-    tokenizer = byte_tokenizer()
-    return {row: sample.evaluate(m, tokenizer, tasks.get_task(name), test, style="toy", gen_length=16, steps=16,
-                                 block_length=16, batch_size=256)[0] for row, m in models.items()}
+    return {row: held_out(m, name, test)[0] for row, m in models.items()}
+
+
+def held_out(model, name, test):
+    """(greedy accuracy, [(answer, score), ...]) of a toy model on a task's held-out items, as the table scores it."""
+    return sample.evaluate(model, byte_tokenizer(), tasks.get_task(name), test, style="toy", gen_length=16, steps=16,
+                           block_length=16, batch_size=256)
 
 
 SHARED = ("tasks", "rows", "seeds", "out", "device")  # options that do not change one task-seed's result
