@@ -5,9 +5,11 @@ diffu-GRPO model per task with rule-based rewards (Sec. 3.2 and the appendix). T
 describes the rewards and parsers; every exact behaviour here (prompt texts, regexes,
 normalisation, quirks) comes from the official code: diffu-grpo/reward_func.py, data_utils.py,
 math500_utils.py and eval/{gsm8k,math500,countdown,sudoku}.py, parse_and_get_acc.py,
-parser_helper.py. Pure standard library, so that every other script and the tests import it
-cheaply. Model output is untrusted input: nothing here evals it, and no scorer or reward
-raises or backtracks badly on any string.
+parser_helper.py. d1's answer extraction and normalisation (linear-time forms of its regexes, MATH
+normalisation, Countdown's arithmetic and number check, the Sudoku grids and answer patterns) are
+in d1_parsers.py; the task classes here call them by name. Both files are pure standard library,
+so that every other script and the tests import them cheaply. Model output is untrusted input:
+nothing here evals it, and no scorer or reward raises or backtracks badly on any string.
 
 Usage
     python tasks.py score --task gsm8k --file generations.jsonl [--out scored.jsonl] [--corrected]
@@ -35,9 +37,8 @@ Prompt styles
                "gsm8k <question>\\n" -> "72"          "math <problem>\\n" -> "\\frac{1}{2}"
 
 Layout: prompts and Example; Task and the four task classes (each docstring gives the data source,
-the rewards with their values and d1's scoring); TASKS; then, below a divider, the d1-compatible
-parsers that the tasks call (linear-time forms of d1's regexes, MATH normalisation, safe
-arithmetic, Sudoku grids); then the CLI.
+the rewards with their values and d1's scoring); TASKS; the generators' test split and Countdown
+solver; then the CLI.
 
 d1 quirks kept (comments mark them): GSM8K takes the first \\boxed{} holding a number, reads
 "1,000" as 1 and drops the sign of negative ground truths; its format regexes lack re.DOTALL,
@@ -51,10 +52,11 @@ Deliberate departures from d1's code (its verdicts are kept unless noted)
     only (d1 evals anything its character filter lets through). A power whose result would
     exceed 2**10000 counts as "could not evaluate": d1 hangs on it (`9**9**9`) or gets a
     number that cannot equal a Countdown target. Expressions nested over ~2900 levels deep
-    may fail here where CPython's eval still copes.
+    may fail here where CPython's eval still copes (d1_parsers.safe_eval).
  2. d1's regexes that backtrack quadratically on long strings (`<answer>(.*?)</answer>`,
     `\\boxed{(.*?)}`, the soft-format and Sudoku patterns) are re-expressed as linear scans
-    with identical matches; tests/test_tasks.py checks them against the original regexes.
+    with identical matches (in d1_parsers.py); tests/test_tasks.py checks them against the
+    original regexes.
  3. Rewards first drop LLaDA's special tokens (`<|eot_id|>`...), since d1 decodes completions
     with skip_special_tokens=True; the scorers see the raw text, as d1's evaluation does.
  4. `corrected=True` gives a fixed verdict where d1's is demonstrably wrong: Sudoku scores the
@@ -70,7 +72,6 @@ Deliberate departures from d1's code (its verdicts are kept unless noted)
     closing tag); every other reward lies in [0, its maximum].
 """
 import argparse
-import ast
 import csv
 import itertools
 import json
@@ -83,6 +84,11 @@ import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+
+from d1_parsers import (NUMBER, SUDOKU_GRIDS, answer_tags, boxed_groups, count_xml, equation_lhs, first_between,
+                        fit16, grids_mask, hits_target, is_equiv, is_int_arithmetic, last_boxed_only_string,
+                        remove_boxed, safe_eval, soft_format, strict_format, sudoku_d1_answer, sudoku_solutions,
+                        uses_numbers, xml_answer)
 
 # ----------------------------------------------------------------------------- prompts (d1 code)
 XML_SYSTEM_PROMPT = "\nRespond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>\n"
@@ -314,24 +320,24 @@ class GSM8K(Task):
     # --- rewards
     @_reward(0.5, min_value=float("-inf"))
     def xmlcount_reward(self, completion, ex):
-        return _count_xml(_decoded(completion))
+        return count_xml(_decoded(completion))
 
     @_reward(0.5)
     def soft_format_reward(self, completion, ex):
         # d1 quirk: no re.DOTALL, so multi-line reasoning never matches
-        return 0.5 if _soft_format(_decoded(completion), dotall=not self.d1_quirks) else 0.0
+        return 0.5 if soft_format(_decoded(completion), dotall=not self.d1_quirks) else 0.0
 
     @_reward(0.5)
     def strict_format_reward(self, completion, ex):
-        return 0.5 if _strict_format(_decoded(completion), dotall=not self.d1_quirks) else 0.0  # d1 quirk, as above
+        return 0.5 if strict_format(_decoded(completion), dotall=not self.d1_quirks) else 0.0  # d1 quirk, as above
 
     @_reward(0.5)
     def int_reward(self, completion, ex):
-        return 0.5 if _xml_answer(_decoded(completion)).isdigit() else 0.0
+        return 0.5 if xml_answer(_decoded(completion)).isdigit() else 0.0
 
     @_reward(2.0)
     def correctness_reward(self, completion, ex):  # exact string match with the '####' answer
-        return 2.0 if _xml_answer(_decoded(completion)) == ex.answer else 0.0
+        return 2.0 if xml_answer(_decoded(completion)) == ex.answer else 0.0
 
     @_reward(1.0)
     def toy_reward(self, completion, ex):
@@ -352,25 +358,16 @@ class GSM8K(Task):
         try:
             return float(text)
         except ValueError:
-            nums = _NUMBER.findall(text)
+            nums = NUMBER.findall(text)
             return float(nums[-1 if last else 0]) if nums else None
 
     def extract(self, generation, corrected=False):
         """d1: the first \\boxed{} holding a number, else the last number in the first <answer>."""
-        s, pos, close, nl = generation, 0, -1, -1
-        while (i := s.find("\\boxed{", pos)) >= 0:  # = re.findall(r"\\boxed{(.*?)}", s), linear
-            start = i + 7
-            close = close if close >= start else _find(s, "}", start)
-            if close == len(s):
-                break
-            nl = nl if nl >= start else _find(s, "\n", start)
-            if nl < close:  # no DOTALL: the match cannot cross a newline
-                pos = nl + 1
-                continue
-            pos, content = close + 1, s[start:close].strip()
+        for content in boxed_groups(generation):
+            content = content.strip()
             if content and content.strip(".") and (value := self._number(content, False, corrected)) is not None:
                 return value
-        text = _first_between(s, "<answer>", ("</answer>",))
+        text = first_between(generation, "<answer>", ("</answer>",))
         return self._number(text.strip(), True, corrected) if text and text.strip() else None
 
     def _d1_score(self, generation, truth, corrected, question):
@@ -445,7 +442,7 @@ class MATH500(Task):
         except Exception:
             parsed = None
         if not parsed:  # nothing boxed (or empty): the first <answer> tag, if any
-            tag = _first_between(generation, "<answer>", ("</answer>",))
+            tag = first_between(generation, "<answer>", ("</answer>",))
             parsed = tag.strip() if tag is not None else parsed
         return (1.0 if parsed is not None and is_equiv(parsed, gt) else 0.0), parsed
 
@@ -458,8 +455,9 @@ class Countdown(Task):
     on the three-number rows of TinyZero's Countdown data, which `load` also reads; `generate`
     draws seeded TinyZero-style instances instead (departure 6).
     Reward (d1's diffu-grpo/reward_func.py, after TinyZero's compute_score):
-      countdown_reward   on the last <answer>: 1.0 if it uses each number once and its value is
-                         within 1e-5 of the target, 0.1 for any other answer, 0.0 without one  max 1.0
+      countdown_reward   on the last <answer>: 1.0 if it writes the given numbers as a multiset
+                         (none left out, none repeated) and its value is within 1e-5 of the
+                         target, 0.1 for any other answer, 0.0 without one                  max 1.0
     Scoring (eval/countdown.py, parse_and_get_acc.py): the last \\boxed{} (an unclosed one: the
     first <answer>), LaTeX operators mapped, and the left side of an "= number" if there is one;
     correct if it uses each number once and reaches the target. d1 quirks kept: with nothing boxed
@@ -530,29 +528,21 @@ class Countdown(Task):
     # --- rewards
     @_reward(1.0)
     def countdown_reward(self, completion, ex):  # TinyZero's compute_score on the last <answer>
-        tags = _answer_tags(_decoded(completion))
+        tags = answer_tags(_decoded(completion))
         if not tags:
             return 0.0
         expr = tags[-1].strip()
-        if not _uses_numbers(expr, ex.nums):
+        if not uses_numbers(expr, ex.nums):
             return 0.1
-        return 1.0 if _hits(safe_eval(expr), ex.target) else 0.1
+        return 1.0 if hits_target(safe_eval(expr), ex.target) else 0.1
 
     @_reward(1.0)
     def toy_reward(self, completion, ex):
         """1.0 for a correct expression using each number once, 0.1 for any other + - * / expression."""
         expr = _toy_line(completion)
-        if not expr or not _D1_CHARS.fullmatch(expr):
+        if not is_int_arithmetic(expr):
             return 0.0
-        try:
-            tree = ast.parse(expr, mode="eval")
-        except Exception:
-            return 0.0
-        allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.UAdd, ast.USub, *_OPS)
-        if not all(isinstance(n, allowed) and (not isinstance(n, ast.Constant) or type(n.value) is int)
-                   for n in ast.walk(tree)):
-            return 0.0
-        return 1.0 if _uses_numbers(expr, ex.nums) and _hits(safe_eval(expr, strict=True), ex.target) else 0.1
+        return 1.0 if uses_numbers(expr, ex.nums) and hits_target(safe_eval(expr, strict=True), ex.target) else 0.1
 
     # --- d1's scorer
     def extract(self, generation):
@@ -561,10 +551,10 @@ class Countdown(Task):
         try:
             eq = remove_boxed(last_boxed_only_string(generation))
         except Exception:  # an unclosed \boxed{
-            tag = _first_between(generation, "<answer>", ("</answer>",))
+            tag = first_between(generation, "<answer>", ("</answer>",))
             eq = tag.strip() if tag is not None else generation
         eq = eq.replace("\\div", "/").replace("\\times", "*").replace("\\cdot", "*")
-        lhs = _equation_lhs(eq)
+        lhs = equation_lhs(eq)
         return eq if lhs is None else lhs
 
     def _toy_score(self, generation, ex):
@@ -577,7 +567,7 @@ class Countdown(Task):
     def _d1_score(self, generation, truth, corrected, question):
         nums, target = (truth.nums, truth.target) if isinstance(truth, Example) else truth
         eq = self.extract(generation)
-        ok = _uses_numbers(eq, nums) and _hits(safe_eval(eq, strict=corrected), target)
+        ok = uses_numbers(eq, nums) and hits_target(safe_eval(eq, strict=corrected), target)
         return (1.0 if ok else 0.0), eq
 
 
@@ -638,7 +628,7 @@ class Sudoku(Task):
                 if puzzle.count("0") == blanks:
                     break
                 puzzle[c] = "0"
-                mask = _grids_mask(puzzle)
+                mask = grids_mask(puzzle)
                 if mask & (mask - 1):  # more than one solution
                     puzzle[c] = grid[c]
             p = "".join(puzzle)
@@ -660,12 +650,12 @@ class Sudoku(Task):
     def _cell_fraction(answer, ex):
         if not answer:
             return 0.0
-        answer, empty = _fit16(answer), [i for i in range(16) if ex.puzzle[i] == "0"]
+        answer, empty = fit16(answer), [i for i in range(16) if ex.puzzle[i] == "0"]
         return sum(answer[i] == ex.solution[i] for i in empty) / len(empty) if empty else 0.0
 
     @_reward(1.0)
     def sudoku_reward(self, completion, ex):  # digits of the last <answer>, fraction of blanks right
-        tags = _answer_tags(_decoded(completion))
+        tags = answer_tags(_decoded(completion))
         return self._cell_fraction("".join(c for c in tags[-1].strip() if c.isdigit()), ex) if tags else 0.0
 
     @_reward(1.0)
@@ -691,10 +681,10 @@ class Sudoku(Task):
         else:
             puzzle = self.puzzle_of(question or "")
         empty = [i for i in range(16) if puzzle[i] == "0"]
-        answer = _sudoku_d1_answer(generation)
+        answer = sudoku_d1_answer(generation)
         if not answer:
             return 0, len(empty), ""
-        answer = _fit16(answer)
+        answer = fit16(answer)
         truths = sudoku_solutions(puzzle) if corrected else [truth]
         return max(sum(answer[i] == t[i] for i in empty) for t in truths or [truth]), len(empty), answer
 
@@ -751,253 +741,24 @@ def examples(task, path, n, seed, split):
     return out
 
 
+def run_examples(task, cfg, train_examples=None, test_examples=None):
+    """A training run's (training examples, held-out examples): the lists given (reproduce.py builds its
+    own distributions), else the files cfg.data and cfg.test_data, else the task's generator (cfg.n_train
+    from cfg.seed, the test split from cfg.seed + 1); the held-out set cut to cfg.n_eval."""
+    train = train_examples or examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
+    test = (test_examples or examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
+    return train, test
+
+
 def get_task(name):
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     return TASKS[name]
 
 
-# ============================================================================================
-# ---- d1-compatible parsers: the exact extraction and normalisation of d1's code, below the
-# ---- tasks that use them (linear-time forms of d1's regexes, MATH normalisation, safe
-# ---- arithmetic for Countdown, the 4x4 Sudoku grids and d1's Sudoku answer extraction)
-# ============================================================================================
-
-
-# ----------------------------------------------------------------------------- linear-time d1 regexes
-_WS = re.compile(r"\s*")
-_DIGITS_WS = re.compile(r"[\d\s]*")
-_BRACE = re.compile(r"[{}]")
-_NUMBER = re.compile(r"-?\d+\.?\d*")
-
-
-def _find(s, sub, start=0):
-    """str.find with len(s) instead of -1, so that 'not found' sorts last."""
-    i = s.find(sub, start)
-    return len(s) if i < 0 else i
-
-
-def _first_between(s, start, ends):
-    """group(1) of re.search(start + r"(.*?)(?:end1|end2..)", s, re.DOTALL), or None."""
-    a = s.find(start)
-    if a < 0:
-        return None
-    a += len(start)
-    e = min(_find(s, end, a) for end in ends)
-    return s[a:e] if e < len(s) else None
-
-
-def _answer_tags(s):
-    """re.findall(r"<answer>(.*?)</answer>", s, re.DOTALL)."""
-    out, pos = [], 0
-    while (a := s.find("<answer>", pos)) >= 0 and (b := s.find("</answer>", a + 8)) >= 0:
-        out.append(s[a + 8:b])
-        pos = b + 9
-    return out
-
-
-def _xml_answer(s):
-    """d1's extract_xml_answer: s.split("<answer>")[-1].split("</answer>")[0].strip()."""
-    return s.rpartition("<answer>")[2].partition("</answer>")[0].strip()
-
-
-def _count_xml(s):
-    """d1's count_xml, 0.125 per tag; the trailing-text penalty can make it negative."""
-    count = 0.0
-    if s.count("<reasoning>\n") == 1:
-        count += 0.125
-    if s.count("\n</reasoning>\n") == 1:
-        count += 0.125
-    if s.count("\n<answer>\n") == 1:
-        count += 0.125
-        count -= len(s.rpartition("\n</answer>\n")[2]) * 0.001  # whole text if the tag is absent
-    if s.count("\n</answer>") == 1:
-        count += 0.125
-        count -= (len(s.rpartition("\n</answer>")[2]) - 1) * 0.001
-    return count
-
-
-def _soft_format(s, dotall):
-    """re.match(r"<reasoning>.*?</reasoning>\\s*<answer>.*?</answer>", s[, re.DOTALL])."""
-    if not s.startswith("<reasoning>"):
-        return False
-    line_end = len(s) if dotall else _find(s, "\n", 11)  # without DOTALL .*? stays on one line
-    r, close, nl = 11, -1, -1
-    while (r := s.find("</reasoning>", r, line_end)) >= 0:
-        w = _WS.match(s, r + 12).end()
-        if s.startswith("<answer>", w):
-            a = w + 8
-            close = close if close >= a else _find(s, "</answer>", a)
-            if close == len(s):
-                return False  # no closing tag after any later <answer> either
-            nl = nl if nl >= a else _find(s, "\n", a)
-            if dotall or close < nl:
-                return True
-        r += 1
-    return False
-
-
-def _strict_format(s, dotall):
-    """re.match(r"^<reasoning>\\n.*?\\n</reasoning>\\n<answer>\\n.*?\\n</answer>\\n$", s[, re.DOTALL])."""
-    mid, end = "\n</reasoning>\n<answer>\n", "\n</answer>\n"
-    if not s.startswith("<reasoning>\n"):
-        return False
-    ends = [len(s) - 11] + ([len(s) - 12] if s.endswith("\n") else [])  # `$` may precede a final \n
-    if dotall:
-        p = s.find(mid, 12)
-        return p >= 0 and any(q >= p + 23 and s.startswith(end, q) for q in ends)
-    p = s.find("\n", 12)
-    if p < 0 or not s.startswith(mid, p):
-        return False
-    q = s.find("\n", p + 23)
-    return q in ends and s.startswith(end, q)
-
-
-# ----------------------------------------------------------------------------- MATH normalisation (d1's parser_helper)
-def last_boxed_only_string(s):
-    """The last \\boxed{...} (or \\fbox{...}) with balanced braces; None if unclosed; s if absent."""
-    if "\\boxed " in s:  # d1: "\boxed 5$" form, checked before anything else
-        return "\\boxed " + s.rpartition("\\boxed ")[2].partition("$")[0]
-    idx = s.rfind("\\boxed")
-    if idx < 0 and (idx := s.rfind("\\fbox")) < 0:
-        return s
-    depth = 0
-    for m in _BRACE.finditer(s, idx):
-        depth += 1 if m.group() == "{" else -1
-        if m.group() == "}" and depth == 0:
-            return s[idx:m.end()]
-    return None
-
-
-def remove_boxed(s):
-    if s is None:
-        raise TypeError("nothing boxed")  # d1 raises here too; callers catch it
-    if "\\boxed " in s:
-        if not s.startswith("\\boxed "):
-            raise ValueError(s)
-        return s[7:]
-    return s[7:-1] if s.startswith("\\boxed{") and s.endswith("}") else s
-
-
-def _fix_fracs(s):
-    head, *parts = s.split("\\frac")
-    out = [head]
-    for sub in parts:
-        out.append("\\frac")
-        if sub[0] == "{":  # IndexError on "\frac" at the end: d1 then compares raw strings
-            out.append(sub)
-        elif len(sub) < 2:
-            return s
-        elif sub[1] != "{":
-            out.append("{" + sub[0] + "}{" + sub[1] + "}" + sub[2:])
-        else:
-            out.append("{" + sub[0] + "}" + sub[1:])
-    return "".join(out)
-
-
-def _fix_sqrt(s):
-    head, *parts = s.split("\\sqrt")
-    return head + "".join("\\sqrt" + (p if p[0] == "{" else "{" + p[0] + "}" + p[1:]) for p in parts)
-
-
-def _fix_a_slash_b(s):
-    if s.count("/") != 1:
-        return s
-    a, b = (int(x) for x in s.split("/"))  # ValueError escapes, as in d1
-    return f"\\frac{{{a}}}{{{b}}}" if s == f"{a}/{b}" else s
-
-
-def math_normalize(s):
-    """d1's strip_string (Hendrycks MATH normalisation). Raises where d1's raises."""
-    s = s.replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
-    s = s.replace("tfrac", "frac").replace("dfrac", "frac").replace("\\left", "").replace("\\right", "")
-    s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\$", "")
-    if "\\text{ " in s:  # units
-        parts = s.split("\\text{ ")
-        if len(parts) != 2:
-            raise ValueError("several \\text{ ")
-        s = parts[0]
-    s = s.replace("\\%", "").replace(" .", " 0.").replace("{.", "{0.")
-    if not s:
-        return s
-    if s[0] == ".":
-        s = "0" + s
-    if s.count("=") == 1 and len(s.split("=")[0]) <= 2:
-        s = s.split("=")[1]
-    s = _fix_fracs(_fix_sqrt(s).replace(" ", ""))
-    return _fix_a_slash_b("\\frac{1}{2}" if s == "0.5" else s)
-
-
-def is_equiv(a, b):
-    if a is None or b is None:
-        return a is None and b is None
-    try:
-        return math_normalize(a) == math_normalize(b)
-    except Exception:  # d1 falls back to comparing the raw strings
-        return a == b
-
-
-# ----------------------------------------------------------------------------- Countdown arithmetic
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-_D1_OPS = {**_OPS, ast.FloorDiv: operator.floordiv, ast.Pow: None}
-_D1_CHARS = re.compile(r"[\d+\-*/().\s]+")
-MAX_POW_BITS = 10_000
+# ----------------------------------------------------------------------------- the generators' split and solver
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}  # by symbol
-
-
-def _pow(a, b):
-    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1 and b * abs(a).bit_length() > MAX_POW_BITS:
-        raise OverflowError("power too large")
-    return a ** b
-
-
-def _value(node, strict):
-    sign = 1
-    while isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        sign = -sign if isinstance(node.op, ast.USub) else sign  # chains collapse without recursion
-        node = node.operand
-    if isinstance(node, ast.Constant) and type(node.value) in ((int,) if strict else (int, float)):
-        v = node.value
-    elif isinstance(node, ast.BinOp) and type(node.op) in (_OPS if strict else _D1_OPS):
-        x, y = _value(node.left, strict), _value(node.right, strict)
-        v = _pow(x, y) if isinstance(node.op, ast.Pow) else _D1_OPS[type(node.op)](x, y)
-    else:
-        raise ValueError(f"not arithmetic: {ast.dump(node)[:40]}")
-    return -v if sign < 0 else v
-
-
-def safe_eval(expr, strict=False):
-    """Value of an arithmetic expression, or None; never evals. By default it accepts what d1's eval
-    would (its character filter, then Python's grammar: float literals, // and ** included);
-    strict = integers with + - * / and parentheses only."""
-    if not _D1_CHARS.fullmatch(expr):
-        return None
-    try:
-        return _value(ast.parse(expr.strip(), mode="eval").body, strict)
-    except Exception:  # SyntaxError, ZeroDivisionError, OverflowError, RecursionError, MemoryError...
-        return None
-
-
-def _uses_numbers(expr, nums):
-    try:
-        return sorted(int(n) for n in re.findall(r"\d+", expr)) == sorted(nums)
-    except ValueError:  # over 4300 digits
-        return False
-
-
-def _hits(value, target):
-    try:
-        return value is not None and abs(value - target) < 1e-5
-    except Exception:
-        return False
-
-
-def _equation_lhs(s):
-    r"""re.search(r"([0-9+\-*/() ]+)=[0-9. ]+", s).group(1).strip(), or None, in linear time."""
-    for m in re.finditer(r"[0-9+\-*/() ]+", s):  # the group always ends where its run of characters ends
-        if s.startswith("=", m.end()) and s[m.end() + 1:m.end() + 2] in tuple("0123456789. "):
-            return m.group().strip()
-    return None
+SUDOKU_TEST_GRIDS = frozenset(SUDOKU_GRIDS[::6])  # 48 of the 288 grids held out for test (departure 6)
 
 
 def countdown_in_test(nums, target):
@@ -1024,85 +785,6 @@ def countdown_solve(nums, target):
             except ZeroDivisionError:
                 pass
     return None
-
-
-# ----------------------------------------------------------------------------- Sudoku grids, d1's extraction
-def _all_grids():
-    grids, cells = [], [0] * 16
-
-    def fill(i):
-        if i == 16:
-            grids.append("".join(map(str, cells)))
-            return
-        r, c = divmod(i, 4)
-        box = [4 * rr + cc for rr in (r // 2 * 2, r // 2 * 2 + 1) for cc in (c // 2 * 2, c // 2 * 2 + 1)]
-        used = ({cells[4 * r + k] for k in range(c)} | {cells[4 * k + c] for k in range(r)}
-                | {cells[j] for j in box if j < i})
-        for d in range(1, 5):
-            if d not in used:
-                cells[i] = d
-                fill(i + 1)
-
-    fill(0)
-    return grids
-
-
-SUDOKU_GRIDS = _all_grids()  # the 288 valid 4x4 grids, sorted
-SUDOKU_TEST_GRIDS = frozenset(SUDOKU_GRIDS[::6])  # 48 grids held out for test
-_HAS = [{d: sum(1 << k for k, g in enumerate(SUDOKU_GRIDS) if g[i] == d) for d in "1234"} for i in range(16)]
-
-
-def _grids_mask(puzzle):
-    """Bit k set <=> SUDOKU_GRIDS[k] agrees with the puzzle's givens."""
-    mask = (1 << len(SUDOKU_GRIDS)) - 1
-    for i, p in enumerate(puzzle):
-        if p != "0":
-            mask &= _HAS[i].get(p, 0)
-    return mask
-
-
-def sudoku_solutions(puzzle):
-    """Every valid grid that agrees with the puzzle's givens."""
-    mask = _grids_mask(puzzle)
-    return [g for k, g in enumerate(SUDOKU_GRIDS) if mask >> k & 1]
-
-
-def _sudoku_d1_answer(s):
-    """d1's eval extraction: the first of five patterns whose group is not blank, whitespace removed."""
-    def backticks():  # <answer>.*?```\s*([\d\s]+)```
-        q = s.find("<answer>") + 8
-        while q >= 8 and (q := s.find("```", q)) >= 0:
-            j = q + 3
-            k = _DIGITS_WS.match(s, j).end()
-            if k > j and s.startswith("```", k):
-                w = _WS.match(s, j, k).end()
-                return s[w:k] if w < k else s[k - 1:k]
-            q += 1
-        return None
-
-    def after_answer():  # </answer>\s*(.*?)(?:<\|eot_id\|>|<\|endoftext\|>|$)
-        c = s.find("</answer>")
-        if c < 0:
-            return None
-        w = _WS.match(s, c + 9).end()
-        ends = [_find(s, "<|eot_id|>", w), _find(s, "<|endoftext|>", w)]
-        return s[w:min(ends + ([len(s) - 1] if s.endswith("\n") and len(s) - 1 >= w else []))]
-
-    def regex(p):
-        m = re.search(p, s)
-        return m and m.group(1)
-
-    for find in (backticks, lambda: _first_between(s, "<answer>", ("<|eot_id|>", "<|endoftext|>", "</answer>")),
-                 after_answer, lambda: regex(r"(\d{16})\s*</answer>"),  # = .*?(\d{16})\s*</answer>
-                 lambda: regex(r"\b(\d{16})\b")):
-        group = find()
-        if group and group.strip():
-            return re.sub(r"\s", "", group.strip())
-    return ""
-
-
-def _fit16(answer):
-    return (answer + "0" * 16)[:16]  # d1 pads short answers with 0 and truncates long ones
 
 
 # ----------------------------------------------------------------------------- CLI
