@@ -1,5 +1,5 @@
 """Benchmark: each stage against a baseline written the way the reference code computes it, and
-the opt-in Fast-dLLM decoding (issue 7). A benchmark prints figures; it is not a timed test.
+the opt-in Fast-dLLM decoding. A benchmark prints figures; it is not a timed test.
 
     python bench.py                                  # every section: 10 min on 2 cores at a 95 GFLOP/s peak
     python bench.py --presets toy --repeats 5 --no-accuracy
@@ -20,12 +20,12 @@ Then (--accuracy) the held-out accuracy of LLaDA's exact sampler against Fast-dL
 Sudoku and Countdown, with the full forward passes per answer: a small model is trained for each
 task the first time (runs/bench/, about a minute each) and reused afterwards. Then (--estimators) the
 bias, spread and cost of every log-likelihood estimate of diffu_grpo.ESTIMATORS against LLaDA's
-bound computed exactly over every mask of short answers (issue 14); `--presets ''` skips the presets.
+bound computed exactly over every mask of short answers; `--presets ''` skips the presets.
 
 The baseline does what LLaDA's generate.py and d1's trainer do: logits for the whole sequence at
 every step and in every training forward pass, float64 "Gumbel" noise and a float64 softmax over the
 full vocabulary at every position, confidences of -inf beyond the current block, and a Python loop
-over rows around topk. tests/reference.py uses baseline_generate for the parity tests.
+over rows around topk: reference_sampler.py, which the parity tests also use.
 """
 import argparse
 import io
@@ -39,19 +39,18 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 import diffu_grpo
 import sample
 import sft
 import tasks
-from model import PRESETS, ModelConfig, Transformer, build, default_device, load, save
+from model import PRESETS, SMALL, ModelConfig, Transformer, build, default_device, load, save
 from model_files import byte_tokenizer
+from reference_sampler import FullLogits, baseline_generate
+from runs import clock
 
 MID = ModelConfig(d_model=512, n_layers=8, n_heads=8, n_kv_heads=8, mlp_hidden=1408, vocab_size=32768)
 MID_BYTES = ModelConfig(**{**vars(MID), "vocab_size": 260})
-SMALL = ModelConfig(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384)  # accuracy runs
 
 # Work per preset, sized so that the whole run stays within a few minutes on 2 CPU cores. The toy
 # preset has the byte vocabulary (260); mid, like a real model, a tokenizer-sized one (32k);
@@ -70,99 +69,20 @@ FAST = dict(threshold=0.9, cache="dual")  # Fast-dLLM's default threshold
 
 # ----------------------------------------------------------------------------- the baseline
 
-def baseline_schedule(block_mask, steps):
-    n = block_mask.sum(dim=1, keepdim=True)  # (B, 1)
-    counts = torch.zeros(n.shape[0], steps, dtype=torch.long) + n // steps
-    for row in range(n.shape[0]):
-        counts[row, : int(n[row] % steps)] += 1
-    return counts  # (B, steps)
-
-
-@torch.no_grad()
-def baseline_generate(model, prompt, steps, gen_length, block_length, temperature=0.0, cfg_scale=0.0,
-                      remasking="low_confidence", mask_id=None, attention_mask=None, **unused):
-    device = prompt.device
-    B, P = prompt.shape
-    x = torch.full((B, P + gen_length), mask_id, dtype=torch.long, device=device)
-    x[:, :P] = prompt
-    if attention_mask is not None:
-        ones = torch.ones(B, gen_length, dtype=attention_mask.dtype, device=device)
-        attention_mask = torch.cat([attention_mask, ones], dim=1)
-    is_prompt = x != mask_id
-    assert gen_length % block_length == 0
-    num_blocks = gen_length // block_length
-    assert steps % num_blocks == 0
-    per_block = steps // num_blocks
-    for nb in range(num_blocks):
-        start, end = P + nb * block_length, P + (nb + 1) * block_length
-        counts = baseline_schedule(x[:, start:end] == mask_id, per_block)
-        for i in range(per_block):
-            masked = x == mask_id
-            if cfg_scale > 0:
-                uncond = x.clone()
-                uncond[is_prompt] = mask_id
-                am = None if attention_mask is None else torch.cat([attention_mask, attention_mask])
-                both = model(torch.cat([x, uncond]), attention_mask=am)
-                cond, unc = both.chunk(2)
-                logits = unc + (cfg_scale + 1) * (cond - unc)
-            else:
-                logits = model(x, attention_mask=attention_mask)
-            wide = logits.to(torch.float64)
-            noise = torch.rand_like(wide)
-            x0 = torch.argmax(wide.exp() / (-torch.log(noise)) ** temperature, dim=-1)
-            if remasking == "low_confidence":
-                p = F.softmax(logits.to(torch.float64), dim=-1)
-                x0_p = torch.gather(p, -1, x0.unsqueeze(-1)).squeeze(-1)
-            else:
-                x0_p = torch.rand(x0.shape, device=device)
-            x0_p[:, end:] = -float("inf")
-            x0 = torch.where(masked, x0, x)
-            conf = torch.where(masked, x0_p, torch.tensor(-float("inf"), dtype=x0_p.dtype, device=device))
-            chosen = torch.zeros_like(x0, dtype=torch.bool)
-            for row in range(B):
-                _, idx = torch.topk(conf[row], k=int(counts[row, i]))
-                chosen[row, idx] = True
-            x[chosen] = x0[chosen]
-    return x
-
-
-class FullLogits(nn.Module):
-    """The reference code's forward pass: logits for the whole sequence, then the caller's positions."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.config = inner, inner.config
-
-    def forward(self, idx, attention_mask=None, logits_at=None):
-        logits = self.inner(idx, attention_mask=attention_mask)  # (B, T, V)
-        if logits_at is None:
-            return logits
-        if isinstance(logits_at, torch.Tensor) and logits_at.dtype == torch.bool:
-            return logits[logits_at]  # (N, V)
-        return logits[:, logits_at]  # (B, K, V)
-
-
 @contextmanager
 def baseline_sampler():
     """diffu_grpo's rollouts with the reference-style sampler."""
-    with mock.patch.object(diffu_grpo, "generate", baseline_generate):
+    with mock.patch.object(diffu_grpo, "decode", baseline_generate):
         yield
 
 
 # ----------------------------------------------------------------------------- measuring
 
-def sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
 def run_once(fn, device):
-    """(seconds, result) of one call of fn, the device synchronised before and after."""
-    sync(device)
-    t = time.perf_counter()
+    """(seconds, result) of one call of fn, the device synchronised before and after (runs.clock)."""
+    t = clock(device)
     out = fn()
-    sync(device)
-    return time.perf_counter() - t, out
+    return clock(device) - t, out
 
 
 def matmul_peak(device, n=2048, repeats=5):
@@ -415,7 +335,7 @@ def bench_accuracy(device, n_eval, folder):
     return out
 
 
-# ----------------------------------------------------------------------------- the estimators (issue 14)
+# ----------------------------------------------------------------------------- 5. the estimators
 
 ESTIMATOR_ROWS = {  # name: (--estimator, GRPOConfig changes, advantage sign)
     "one-step, p_mask 0.15 (d1)": ("one-step", dict(p_mask=0.15), 1.0),
@@ -444,7 +364,7 @@ def estimator_batch(prompt, am, completion, index, sign):
     all have the given sign: what an estimator's noise and terms take."""
     return dict(prompt=prompt[index], attention_mask=None if am is None else am[index], completion=completion[index],
                 mask=torch.ones_like(completion[index], dtype=torch.bool),
-                adv=torch.full((len(index),), sign, device=prompt.device), prompt_width=prompt.shape[1])
+                adv=torch.full((len(index),), sign, device=prompt.device))
 
 
 @torch.no_grad()
@@ -459,7 +379,7 @@ def estimate(net, mask_id, prompt, am, completion, row, passes, draws, g):
     repeats = passes // est.passes(cfg)
     total = 0
     for _ in range(repeats):
-        noise = est.noise(batch, cfg, diffu_grpo.uniforms(g, draws * n), mask_id)
+        noise = est.noise(diffu_grpo.uniforms(g, draws * n), batch, cfg, prompt.shape[1])
         total = total + est.terms(net, batch, noise, cfg, mask_id).sum(1).cpu()
     return (total / repeats).view(draws, n)
 
@@ -483,7 +403,7 @@ def bench_estimators(device, folder, n=8, L=8, passes=6, draws=256, batch=64):
         b = estimator_batch(prompt, am, completion, torch.arange(batch) % n, sign)
         est = diffu_grpo.ESTIMATORS[name]
         def update():
-            noise = est.noise(b, cfg, diffu_grpo.uniforms(g, batch), mask_id)
+            noise = est.noise(diffu_grpo.uniforms(g, batch), b, cfg, prompt.shape[1])
             est.terms(net, b, noise, cfg, mask_id).sum().backward()
         update()  # warm-up
         times = [run_once(update, device)[0] for _ in range(3)]
@@ -555,7 +475,7 @@ def main(argv=None):
                    help="measure Fast-dLLM decoding's accuracy on toy Sudoku and Countdown")
     p.add_argument("--n_eval", type=int, default=512, help="held-out examples per task for --accuracy")
     p.add_argument("--estimators", action=argparse.BooleanOptionalAction, default=True,
-                   help="bias, spread and cost of the log-likelihood estimators against the exact bound (issue 14)")
+                   help="bias, spread and cost of the log-likelihood estimators against the exact bound")
     p.add_argument("--models", default="runs/bench", help="where the small accuracy models are trained and kept")
     p.add_argument("--out", default="bench/results.json", help="the figures as JSON")
     p.add_argument("--device", default=default_device())

@@ -31,29 +31,31 @@ Departures from d1's code (README.md lists the project's others):
    sample.fast_generate): the toy default decodes rollouts with threshold 0.9 (about 3x faster, the
    same gain on validation); `--model llada-8b` keeps LLaDA's sampler. Held-out evaluation always
    uses LLaDA's exact sampler.
-6. The toy defaults are the toy protocol chosen on validation (LOG.md, issue 13): 32 prompts x 8
+6. The toy defaults are the toy protocol chosen on validation (LOG.md, 2026-12-01, "the toy RL
+   protocol: what makes diffu-GRPO learn"): 32 prompts x 8
    answers, mu 1, lr 5e-5, temperature 1.0, and the one-step estimator without prompt masking or KL
    (p_mask 0, beta 0), which each cost about 5 points on a toy prompt that is all information.
    `--model llada-8b` keeps d1's values (mu 12, p_mask 0.15, beta 0.04).
 
-Beyond d1 (--estimator, --loss; README, "Beyond d1"): its successors' log-likelihood estimates, each
-one function and one row of the ESTIMATORS table (LLaDA's Monte-Carlo ELBO as VRPO and ESPO use it,
-coupled-GRPO's complementary masks, SPG's sandwich of bounds), and wd1's ratio-free loss. d1's
-one-step estimate stays the default; the rest of the loop is the same for all.
+Beyond d1 (--estimator, --loss; docs/estimators.md): its successors' log-likelihood estimates, each
+an equation function, a named noise and terms function and one row of the ESTIMATORS table (LLaDA's
+Monte-Carlo ELBO as VRPO and ESPO use it, coupled-GRPO's complementary masks, SPG's sandwich of
+bounds), and wd1's ratio-free loss. d1's one-step estimate is the default; the rest of the loop is
+the same for all.
 
 Several processes (torchrun, one GPU each): each process rolls out, scores and computes the
 advantages of all G answers of its own prompts (so group statistics need no communication); the
 prompt masks are drawn for the whole batch and the loss is normalised over the whole batch, so an
 update equals one process's update on the same rollouts. runs.py holds the plumbing (gradient sum,
-checkpoints of every generator's state, --resume, Ctrl-C, the log); `--dry_run` prints the GPU
-memory plan (the last section of this file).
+checkpoints of every generator's state, --resume, Ctrl-C, the log) and the GPU memory plan that
+`--dry_run` prints (runs.memory_plan).
 
 Shapes: N = prompts x G sequences, P prompt length, L answer length, V vocabulary.
 """
 import copy
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -61,9 +63,9 @@ import torch.nn.functional as F
 import tasks
 from model import (LORA_TARGETS, PRESETS, config_and_tokenizer, default_device, lora_disabled,
                    read_config)
-from runs import (Run, all_gather, all_reduce_sum, apply_gradients, check_prompt_room, clock, held_out_accuracy,
-                  option, parse_config, print_plan, rank_world, run_command, share, whole_batch)
-from sample import (check_fast_settings, check_settings, encode_prompt, fast_generate, generate, prompt_batch,
+from runs import (Run, all_gather, all_reduce_sum, apply_gradients, autocast, check_prompt_room, check_world, clock,
+                  option, over_processes, parse_config, print_plan, rank_world, run_command, share, whole_batch)
+from sample import (check_fast_settings, check_settings, decode, encode_prompt, held_out_accuracy, pick, prompt_batch,
                     prompt_style)
 
 
@@ -86,7 +88,7 @@ class GRPOConfig:
     beta: float = option(0.0, "weight of the k3 KL to the reference policy (d1: 0.04)", must=">= 0")
     epsilon: float = option(0.2, "clip range of the ratio", must="> 0")
     estimator: str = option("one-step", "log-likelihood estimate: one-step (d1), mc-elbo (VRPO/ESPO), coupled "
-                                        "(coupled-GRPO), spg (SPG's sandwich); README, 'Beyond d1'")
+                                        "(coupled-GRPO), spg (SPG's sandwich); docs/estimators.md")
     loss: str = option("grpo", "grpo (clipped ratio, Eq. 4) or wd1 (wd1's ratio-free weighted likelihood)")
     mc_samples: int = option(2, "mc-elbo and spg: masked copies of each answer (forward passes per estimate)",
                              must=">= 1")
@@ -126,7 +128,7 @@ class GRPOConfig:
 
 
 # d1's settings as its released code ran them (d1 Sec. 4; slurm_scripts/*.sbatch and train.yaml, with the
-# pinned peft 0.15.1 and TRL; README "What d1 ran"). mu None: d1's NUM_ITER for the task (D1_MU). Where the
+# pinned peft 0.15.1 and TRL; docs/d1-as-ran.md). mu None: d1's NUM_ITER for the task (D1_MU). Where the
 # scripts read differently: Sudoku's --temperature 0.3 never reached the program (0.9 ran); LoRA on all
 # seven projections matched only q, k, v and up in LLaDA's names (--lora_targets as below).
 MODEL_DEFAULTS = {"llada-8b": dict(model="llada-8b", mu=None, p_mask=0.15, beta=0.04, epsilon=0.5, lr=3e-6,
@@ -357,42 +359,73 @@ def wd1_loss(seq, adv, G, psi=1.0):
 
 
 # ----------------------------------------------------------------------------- the flag table
+# Every estimator is two functions, each of one signature for all (the equation functions above take tensors):
+#   draws_<name>(rand, batch, cfg, prompt_width) -> its randomness for one inner update, {name: (N, ...)},
+#       which the current, old and reference policies share; rand: uniforms() of the whole batch, prompt_width: the
+#       widest prompt of the whole batch (under torchrun, of every process's);
+#   estimate_<name>(model, rows, noise, cfg, mask_id) -> (n, L) per-token terms of the rows of a (micro-)batch.
+
+def draws_one_step(rand, batch, cfg, prompt_width):
+    """d1's prompt mask draws (Sec. 3.1): u (N, P) for the last P of the whole batch's prompt_width columns
+    (left-padded prompts end at the last column)."""
+    return dict(u=rand(prompt_width)[:, prompt_width - batch["prompt"].shape[1]:])
+
+
+def estimate_one_step(model, rows, noise, cfg, mask_id):
+    """d1's estimate: one pass on [q' | M ... M], q' the prompt masked with probability --p_mask."""
+    masked_prompt = mask_prompt(rows["prompt"], cfg.p_mask, mask_id, noise["u"])
+    return per_token_logps(model, masked_prompt, rows["completion"], mask_id, rows["attention_mask"])
+
+
+def draws_mc_elbo(rand, batch, cfg, prompt_width):
+    return elbo_noise(rand, batch["completion"].shape[1], cfg.mc_samples)
+
+
+def estimate_mc_elbo(model, rows, noise, cfg, mask_id):
+    """LLaDA's bound with --mc_samples masked copies (VRPO, ESPO)."""
+    return mc_elbo_terms(model, rows["prompt"], rows["completion"], mask_id, noise, rows["attention_mask"])
+
+
+def draws_coupled(rand, batch, cfg, prompt_width):
+    return coupled_noise(rand, batch["completion"].shape[1])
+
+
+def estimate_coupled(model, rows, noise, cfg, mask_id):
+    """coupled-GRPO (DiffuCoder): d1's pass and a complementary pair."""
+    return coupled_terms(model, rows["prompt"], rows["completion"], mask_id, noise, rows["attention_mask"])
+
+
+def draws_spg(rand, batch, cfg, prompt_width):
+    return spg_noise(rand, batch["mask"], cfg.block_length, cfg.mc_samples)
+
+
+def estimate_spg(model, rows, noise, cfg, mask_id):
+    """SPG's sandwich with its block-wise masks, --mc_samples copies, --spg_omega, --spg_beta."""
+    return spg_terms(model, rows["prompt"], rows["completion"], mask_id, noise, rows["adv"], rows["mask"],
+                     cfg.spg_omega, cfg.spg_beta, rows["attention_mask"])
+
 
 @dataclass(frozen=True)
 class Estimator:
-    """A log-likelihood estimate for the policy loss (--estimator). noise(batch, cfg, rand, mask_id)
-    draws its randomness for one inner update, which the current, old and reference policies share;
-    terms(model, rows, noise, cfg, mask_id) gives (n, L) per-token terms; level "token": one ratio per
-    answer token (d1's Eq. 4), "sequence": one per answer, from the sum of the terms (ESPO);
-    passes(cfg): the forward passes of one estimate."""
-    noise: object
-    terms: object
+    """A log-likelihood estimate for the policy loss (--estimator): noise, its draws_ function; terms, its
+    estimate_ function (above); level "token": one ratio per answer token (d1's Eq. 4), "sequence": one
+    per answer, from the sum of the terms (ESPO); passes(cfg): the forward passes of one estimate,
+    passes_per_copy times --mc_samples for an estimator of K masked copies."""
+    noise: Callable
+    terms: Callable
     level: str
-    passes: object
+    passes_per_copy: int = 1
+    copies: bool = False
+
+    def passes(self, cfg):
+        return self.passes_per_copy * (cfg.mc_samples if self.copies else 1)
 
 
 ESTIMATORS = {
-    "one-step": Estimator(  # d1 (Sec. 3.1): one pass on [q' | M ... M], q' masked with --p_mask
-        lambda b, cfg, rand, mask_id: dict(prompt=mask_prompt(
-            b["prompt"], cfg.p_mask, mask_id, rand(b["prompt_width"])[:, b["prompt_width"] - b["prompt"].shape[1]:])),
-        lambda model, r, noise, cfg, mask_id: per_token_logps(model, noise["prompt"], r["completion"], mask_id,
-                                                              r["attention_mask"]),
-        "token", lambda cfg: 1),
-    "mc-elbo": Estimator(  # LLaDA's bound with --mc_samples copies at random t (VRPO, ESPO)
-        lambda b, cfg, rand, mask_id: elbo_noise(rand, b["completion"].shape[1], cfg.mc_samples),
-        lambda model, r, noise, cfg, mask_id: mc_elbo_terms(model, r["prompt"], r["completion"], mask_id, noise,
-                                                            r["attention_mask"]),
-        "sequence", lambda cfg: cfg.mc_samples),
-    "coupled": Estimator(  # coupled-GRPO (DiffuCoder): d1's pass and a complementary pair
-        lambda b, cfg, rand, mask_id: coupled_noise(rand, b["completion"].shape[1]),
-        lambda model, r, noise, cfg, mask_id: coupled_terms(model, r["prompt"], r["completion"], mask_id, noise,
-                                                            r["attention_mask"]),
-        "token", lambda cfg: 3),
-    "spg": Estimator(  # SPG's sandwich with its block-wise masks, --mc_samples copies
-        lambda b, cfg, rand, mask_id: spg_noise(rand, b["mask"], cfg.block_length, cfg.mc_samples),
-        lambda model, r, noise, cfg, mask_id: spg_terms(model, r["prompt"], r["completion"], mask_id, noise, r["adv"],
-                                                        r["mask"], cfg.spg_omega, cfg.spg_beta, r["attention_mask"]),
-        "sequence", lambda cfg: cfg.mc_samples),
+    "one-step": Estimator(draws_one_step, estimate_one_step, "token"),  # d1, Sec. 3.1
+    "mc-elbo": Estimator(draws_mc_elbo, estimate_mc_elbo, "sequence", copies=True),  # VRPO, ESPO
+    "coupled": Estimator(draws_coupled, estimate_coupled, "token", passes_per_copy=3),  # coupled-GRPO
+    "spg": Estimator(draws_spg, estimate_spg, "sequence", copies=True),  # SPG
 }
 LOSSES = ("grpo", "wd1")
 
@@ -435,10 +468,7 @@ def rollout(policy, tokenizer, task, examples, cfg, style, generator):
     am = None if am is None else am.repeat_interleave(G, dim=0)
     kw = dict(gen_length=cfg.gen_length, steps=cfg.diffusion_steps, block_length=cfg.block_length,
               temperature=cfg.temperature, mask_id=tokenizer.mask_id, attention_mask=am, generator=generator)
-    if cfg.threshold or cfg.cache != "none":  # Fast-dLLM decoding, opt-in
-        out = fast_generate(policy, prompt, threshold=cfg.threshold or None, cache=cfg.cache, **kw)
-    else:
-        out = generate(policy, prompt, **kw)  # (N, P + L)
+    out = decode(policy, prompt, threshold=cfg.threshold, cache=cfg.cache, **kw)  # (N, P + L); Fast-dLLM opt-in
     completion = out[:, prompt.shape[1]:]  # (N, L)
     texts = [tokenizer.decode(row) for row in completion.tolist()]
     repeated = [ex for ex in examples for _ in range(G)]
@@ -459,16 +489,17 @@ def validation_reward(policy, tokenizer, task, examples, cfg, style, batch_size=
     not the prompts' or the noise's, unlike the rollout reward of freshly drawn prompts. Returns the
     mean and its standard error over the prompts. Under torchrun each process samples every world-th
     prompt with its own seed and the sums are added."""
-    rank, world = rank_world()
-    mine, total, squares = examples[rank::world], 0.0, 0.0
-    g = torch.Generator(cfg.device).manual_seed(cfg.seed + 2_000_000 + rank)
+    def measure(mine, rank):
+        g, total, squares = torch.Generator(cfg.device).manual_seed(cfg.seed + 2_000_000 + rank), 0.0, 0.0
+        for i in range(0, len(mine), batch_size):
+            r = rollout(policy, tokenizer, task, mine[i:i + batch_size], replace(cfg, num_generations=1), style, g)
+            total, squares = total + r["total"].sum().item(), squares + (r["total"] ** 2).sum().item()
+        return [total, squares, len(mine)]
+
     was_training = policy.training
     policy.eval()
-    for i in range(0, len(mine), batch_size):
-        r = rollout(policy, tokenizer, task, mine[i:i + batch_size], replace(cfg, num_generations=1), style, g)
-        total, squares = total + r["total"].sum().item(), squares + (r["total"] ** 2).sum().item()
+    total, squares, n = over_processes(examples, measure)
     policy.train(was_training)
-    total, squares, n = all_reduce_sum([total, squares, len(mine)])
     mean = total / max(n, 1)
     return mean, max(squares / max(n, 1) - mean ** 2, 0.0) ** 0.5 / max(n - 1, 1) ** 0.5
 
@@ -487,11 +518,7 @@ BATCH_TENSORS = ("prompt", "attention_mask", "completion", "adv", "mask", "group
 
 def rows_of(tensors, c, keys=BATCH_TENSORS):
     """The micro-batch c (a slice of rows) of a batch's tensors, or of a noise's (keys=noise)."""
-    return {k: _part(tensors[k], c) for k in keys}
-
-
-def _part(t, c):
-    return None if t is None else t[c]
+    return {k: pick(tensors[k], c) for k in keys}
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -504,17 +531,15 @@ def inner_update(policy, opt, batch, noise, old, ref, cfg, mask_id, chunks, coun
     stats = dict(loss=0.0, kl=0.0, clip=0.0)
     for c in chunks:
         rows = rows_of(batch, c)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(cfg.device).type == "cuda"):
+        with autocast(cfg.device):
             logp = ESTIMATORS[cfg.estimator].terms(policy, rows, rows_of(noise, c, noise), cfg, mask_id)  # (n, L)
-        loss, kl, clip = policy_loss(cfg, logp, _part(old, c), _part(ref, c), rows, counts)
+        loss, kl, clip = policy_loss(cfg, logp, pick(old, c), pick(ref, c), rows, counts)
         loss.backward()
         stats["loss"] += loss.item()
         stats["kl"] += kl
         stats["clip"] += clip
     stats = dict(zip(stats, all_reduce_sum(list(stats.values()))))  # the whole batch's
-    if not math.isfinite(stats["loss"]):
-        raise FloatingPointError(f"loss is {stats['loss']}")
-    apply_gradients(opt, opt.param_groups[0]["params"], cfg.grad_clip)  # the trainable parameters
+    apply_gradients(opt, opt.param_groups[0]["params"], cfg.grad_clip, stats["loss"])  # the trainable parameters
     return stats
 
 
@@ -530,7 +555,7 @@ def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g,
     N = batch["completion"].shape[0]
     size = cfg.micro_batch or N
     chunks = [slice(i, i + size) for i in range(0, N, size)]
-    noises, n_all = draw_noise(batch, cfg, tokenizer.mask_id, g)
+    noises, n_all = draw_noise(batch, cfg, g)
     old = fixed_terms(policy, noises, batch, cfg, tokenizer.mask_id, chunks) if cfg.loss == "grpo" else [None] * cfg.mu
     ref = fixed_terms(ref_model, noises, batch, cfg, tokenizer.mask_id, chunks) if cfg.beta else None
     t_logp = clock(cfg.device)
@@ -544,15 +569,14 @@ def train_step(policy, ref_model, opt, tokenizer, task, examples, cfg, style, g,
     return record, batch
 
 
-def draw_noise(batch, cfg, mask_id, g):
+def draw_noise(batch, cfg, g):
     """The estimator's noise for each of the mu inner updates of an outer step, [dict of (n, ...)] * mu,
     and N, the number of rollouts of the whole batch. The uniform draws are made from g for the whole
     batch, alike on every process (torchrun), each of which keeps its rows (and, for d1's prompt masks,
     the last p of the P columns, where its left-padded prompts lie): the noise of a single process."""
     rows, n_all, p_all = whole_batch(batch["prompt"].shape)
-    batch["prompt_width"] = p_all
     rand = uniforms(g, n_all, rows)
-    return [ESTIMATORS[cfg.estimator].noise(batch, cfg, rand, mask_id) for _ in range(cfg.mu)], n_all
+    return [ESTIMATORS[cfg.estimator].noise(rand, batch, cfg, p_all) for _ in range(cfg.mu)], n_all
 
 
 def step_record(batch, inner, G):
@@ -591,15 +615,15 @@ def setup(cfg, world=1):
     if cfg.mc_samples < 1 or cfg.spg_beta < 1 or not 0 <= cfg.spg_omega <= 1:
         raise ValueError("--mc_samples must be at least 1, --spg_beta at least 1 and --spg_omega in [0, 1]")
     check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", cfg.temperature, 0.0)
-    check_fast_settings(cfg.threshold or None, cfg.cache, "low_confidence", 0.0)
-    if cfg.model not in PRESETS and not Path(cfg.model).exists():
-        hint = " (run `python sft.py` first: it writes runs/sft-toy)" if cfg.model == GRPOConfig().model else ""
-        raise FileNotFoundError(f"--model {cfg.model!r} is neither a preset nor a checkpoint folder{hint}")
-    if cfg.prompts_per_step < world:
-        raise ValueError(f"--prompts_per_step {cfg.prompts_per_step} is smaller than the number of processes "
-                         f"({world}): raise it or start fewer processes")
+    check_fast_settings(cfg.threshold, cfg.cache, "low_confidence", 0.0)
+    check_world("prompts_per_step", cfg.prompts_per_step, world)
     task = tasks.get_task(cfg.task)
-    mcfg, tokenizer = config_and_tokenizer(cfg.model)
+    try:
+        mcfg, tokenizer = config_and_tokenizer(cfg.model)
+    except FileNotFoundError as e:
+        if cfg.model != GRPOConfig().model:
+            raise
+        raise FileNotFoundError(f"{e} (run `python sft.py` first: it writes {cfg.model})") from None
     return task, mcfg, tokenizer
 
 
@@ -629,8 +653,7 @@ def train(cfg, train_examples=None, test_examples=None):
     with Run(cfg, "diffu-grpo", "grpo_config.json", RESUME_MAY_CHANGE) as run:
         task, mcfg, tokenizer = setup(cfg, run.world)
         style = prompt_style(mcfg)
-        train_ex = train_examples or tasks.examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
-        test = (test_examples or tasks.examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
+        train_ex, test = tasks.run_examples(task, cfg, train_examples, test_examples)
         check_lengths(tokenizer, task, train_ex, test, style, cfg, mcfg.max_seq_len)
         run.check_resume(mcfg)
         policy, tokenizer, params = run.load_model()  # pi_theta (LoRA and gradient checkpointing as cfg says)

@@ -144,6 +144,9 @@ PRESETS = {
                             mask_id=126336, eos_id=126081, eot_id=126348, tokenizer="llada"),
 }
 
+# 0.9M parameters, byte vocabulary: reproduce.py's toy table (--model repro) and bench.py's accuracy models.
+SMALL = ModelConfig(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384)
+
 
 def get_config(name):
     if name not in PRESETS:

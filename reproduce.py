@@ -10,7 +10,7 @@ error over seeds), writes the numbers as JSON and the reward curves as a PNG (ma
     python reproduce.py --quick               # a pipeline check in seconds (CI), not a result
     python reproduce.py --seeds 0,1,2 --rows sft,d1,mc-elbo,coupled,spg,wd1   # d1's estimator against its successors'
 
-The toy analogue of d1's setting (README, "Reproducing d1 at toy scale"):
+The toy analogue of d1's setting (docs/reproduction.md):
 - base: masked-diffusion training on task-domain text that is *not* a worked solution of the test
   distribution: easier instances (Sudoku with 2-6 blanks where the target has 10; Countdown with two
   numbers, or three built with + and - only, where the target also uses * and / and gives its
@@ -18,14 +18,16 @@ The toy analogue of d1's setting (README, "Reproducing d1 at toy scale"):
   of Sudoku, 12-23% of Countdown), none of it from worked target solutions.
 - SFT: a fixed set of worked target solutions, trained for many epochs (d1: s1K, 1,000 examples, 20
   epochs; general reasoning rather than the target task): Sudoku 128 for 150 epochs; Countdown, whose
-  base is stronger, 1,000 for 19 (chosen on validation, LOG.md).
+  base is stronger, 1,000 for 19 (chosen on validation: LOG.md, 2026-12-02, "Countdown's SFT stage
+  chosen on validation").
 - diffu-GRPO: unlimited unlabeled prompts of the target distribution with the task's reward, from
   the base (row 3) or from the SFT model (row 4, d1). The settings were chosen on the validation
-  set (LOG.md, issue 13): many rollouts per update (32 prompts x 8 answers, mu 1, 70 steps, lr 5e-5,
-  temperature 1.0) and d1's one-step estimator without its prompt masking and KL (p_mask 0, beta 0),
-  which each cost about 5 points on a toy prompt that is all information. The rollouts decode with
-  Fast-dLLM's confidence threshold (arXiv 2505.22618, Sec. 3.3; 0.9), about 3x faster for the same
-  gain; every evaluation decodes one token per step.
+  set (LOG.md, 2026-12-01, "the toy RL protocol: what makes diffu-GRPO learn"): many rollouts per
+  update (32 prompts x 8 answers, mu 1, 70 steps, lr 5e-5, temperature 1.0) and d1's one-step
+  estimator without its prompt masking and KL (p_mask 0, beta 0), which each cost about 5 points on a
+  toy prompt that is all information. The rollouts decode with Fast-dLLM's confidence threshold
+  (arXiv 2505.22618, Sec. 3.3; 0.9), about 3x faster for the same gain; every evaluation decodes one
+  token per step.
 - evaluation: greedy accuracy on n_test held-out target instances (Sudoku: from solution grids never
   used in training); settings are chosen on a separate validation set (n_val instances from the
   training grids or split), which is also what the training runs report as they go: every
@@ -34,8 +36,8 @@ The toy analogue of d1's setting (README, "Reproducing d1 at toy scale"):
 
 A finished task and seed leaves result.json in its folder; running again with the same settings
 reuses it, so an interrupted reproduction continues where it stopped, and asking for more rows trains
-only those. The rows beyond d1 (issue 14) are d1's RL run from the same SFT model with another
-log-likelihood estimate or loss (diffu_grpo.py --estimator, --loss); their curves go to estimators.png.
+only those. The rows beyond d1 are d1's RL run from the same SFT model with another log-likelihood
+estimate or loss (diffu_grpo.py --estimator, --loss); their curves go to estimators.png.
 """
 import json
 import math
@@ -47,13 +49,13 @@ import diffu_grpo
 import sample
 import sft
 import tasks
-from model import ModelConfig, build, default_device, save
+from model import SMALL, build, default_device, save
 from model_files import byte_tokenizer
 from runs import option, parse_config, run_command
 
 
 ROWS = ("base", "sft", "diffu-grpo", "d1")
-# Rows beyond d1 (issue 14): d1's run from the SFT model with another log-likelihood estimate or loss
+# Rows beyond d1: d1's run from the SFT model with another log-likelihood estimate or loss
 BEYOND = {"mc-elbo": dict(estimator="mc-elbo"), "coupled": dict(estimator="coupled"), "spg": dict(estimator="spg"),
           "wd1": dict(loss="wd1")}
 RL_ROWS = {"diffu-grpo": ("base", {}), "d1": ("sft", {}), **{row: ("sft", c) for row, c in BEYOND.items()}}
@@ -96,7 +98,6 @@ class ReproConfig:
     device: str = option(default_device(), "cuda, mps or cpu")
 
 
-REPRO = ModelConfig(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, mlp_hidden=384)
 QUICK = dict(n_test=32, n_val=16, sudoku_pretrain_steps=20, countdown_pretrain_steps=20,
              sudoku_sft_examples=16, countdown_sft_examples=16, sft_steps=10,
              rl_steps=2, prompts_per_step=4, num_generations=4, mu=1, rl_eval_every=1)
@@ -162,7 +163,7 @@ def run_task(name, seed, cfg, out, rows, done=()):
     gen = dict(answer_length=16, gen_length=16, block_length=16, diffusion_steps=16, log_every=10 ** 9)
     models = {}
     if "base" not in done:
-        save(build(REPRO if cfg.model == "repro" else cfg.model, seed=seed), folder / "init")
+        save(build(SMALL if cfg.model == "repro" else cfg.model, seed=seed), folder / "init")
         steps = getattr(cfg, f"{name}_pretrain_steps")
         models["base"], _ = sft.train(sft.SFTConfig(model=str(folder / "init"), steps=steps, out=str(folder / "base"),
                                                     **common, **gen), domain, val)

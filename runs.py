@@ -7,7 +7,11 @@
   `load_checkpoint`) and the JSONL log (`open_log`);
 - `Run`, the scaffold around both scripts' outer loop: --resume, the log, the checkpoint and
   evaluation schedules, Ctrl-C, a non-finite loss, the final save; and `run_command`, their main;
+- sample.py --task's resumable output: one part file per finished batch, joined at the end (`Parts`);
 - diffu_grpo.py's `--dry_run`: the GPU memory plan of a run, from its configs alone (`memory_plan`).
+
+It imports model.py and model_files.py and nothing above them: what it needs from the sampler or a
+training script (an evaluation, an estimator's forward passes) is passed in.
 
 Data parallelism is written out by hand rather than with torch's DistributedDataParallel wrapper:
 each process computes the loss of its share of the batch divided by the *whole* batch's normaliser
@@ -35,7 +39,6 @@ import torch
 
 from model import PRESETS, Transformer, load_model, prepare_for_training, save
 from model_files import CheckpointError, names_list
-from sample import evaluate
 
 
 # ----------------------------------------------------------------------------- command-line flags
@@ -190,25 +193,42 @@ def all_reduce_grads(params):
         torch.distributed.all_reduce(p.grad)
 
 
-def apply_gradients(opt, params, grad_clip):
-    """The optimiser step after the backward pass(es): gradients summed over processes, clipped to
-    grad_clip by norm, and a non-finite norm stopped before it reaches the weights."""
+def barrier():
+    """Wait until every process gets here; at once in a plain run."""
+    if _distributed():
+        torch.distributed.barrier()
+
+
+def check_world(flag, n, world):
+    """Every process needs at least one row of a batch of n (set by --flag)."""
+    if n < world:
+        raise ValueError(f"--{flag} {n} is smaller than the number of processes ({world}): raise it or start fewer "
+                         f"processes")
+
+
+def over_processes(items, measure):
+    """The sums that measure(these items, rank) returns (a list of numbers), added over processes: each
+    process measures every world-th item. A held-out evaluation split over torchrun's processes."""
+    rank, world = rank_world()
+    return all_reduce_sum(measure(items[rank::world], rank))
+
+
+def autocast(device):
+    """bf16 autocast on CUDA (the forward passes of a training step); nothing elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda")
+
+
+def apply_gradients(opt, params, grad_clip, loss):
+    """The optimiser step after the backward pass(es) of a step whose whole-batch loss is `loss`: a
+    non-finite loss or gradient norm is stopped before it reaches the weights; the gradients are
+    summed over processes and clipped to grad_clip by norm."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss}")
     all_reduce_grads(params)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip).item()
     if not math.isfinite(grad_norm):
         raise FloatingPointError(f"gradient norm is {grad_norm}")
     opt.step()
-
-
-def held_out_accuracy(model, tokenizer, task, examples, style, cfg):
-    """sample.evaluate's greedy accuracy with the run's sampler settings (cfg.gen_length,
-    diffusion_steps, block_length); under torchrun each process scores every world-th example and
-    the scores are summed over the processes."""
-    rank, world = rank_world()
-    _, results = evaluate(model, tokenizer, task, examples[rank::world], style=style, gen_length=cfg.gen_length,
-                          steps=cfg.diffusion_steps, block_length=cfg.block_length, progress=rank == 0)
-    total, n = all_reduce_sum([sum(s for _, s in results), len(results)])
-    return total / max(n, 1)
 
 
 # ----------------------------------------------------------------------------- resumable checkpoints
@@ -275,8 +295,7 @@ def save_checkpoint(out, step, model, opt, generators, run):
         for old in out.glob(CHECKPOINT + "*"):
             if old != final:
                 shutil.rmtree(old)
-    if _distributed():
-        torch.distributed.barrier()  # every process returns once the checkpoint is on disk
+    barrier()  # every process returns once the checkpoint is on disk
     return final
 
 
@@ -496,6 +515,57 @@ def run_command(run, out):
         raise SystemExit(130)
     finally:
         close_distributed()
+
+
+# ----------------------------------------------------------------------------- resumable part files
+# sample.py --task writes one part file per finished batch, out/.parts/<name>/NNNNNN.jsonl (atomic), and
+# joins them into out/<name>.jsonl when every batch is done: a killed run loses at most the batches in
+# progress, and torchrun's processes share the missing batches.
+
+def claim_folder(out, settings, rank):
+    """Use the folder out for an evaluation with these settings (a dict, kept in out/eval_settings.json):
+    one that holds an evaluation with other settings is refused; process 0 writes them."""
+    out, saved = Path(out), Path(out) / "eval_settings.json"
+    if saved.is_file() and json.loads(saved.read_text()) != settings:
+        raise ValueError(f"{out} holds an evaluation with other settings ({saved}): choose another --out or delete it")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(settings, indent=2))
+
+
+class Parts:
+    """The part files of one output, out/<name>.jsonl, written batch by batch."""
+
+    def __init__(self, out, name):
+        self.final, self.folder = Path(out) / f"{name}.jsonl", Path(out) / ".parts" / name
+
+    def file(self, k):
+        return self.folder / f"{k:06d}.jsonl"
+
+    def missing(self, n_batches, rank, world):
+        """This process's share of the batches not yet written (every world-th); none when the output
+        is finished."""
+        if self.final.is_file():
+            return []
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return [k for k in range(n_batches) if not self.file(k).is_file()][rank::world]
+
+    def write(self, k, records):
+        """Batch k's records (dicts), one JSON line each, written atomically."""
+        tmp = self.file(k).with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        os.replace(tmp, self.file(k))
+
+    def join(self, n_batches):
+        """Join the parts in order into the output (once, atomically) and remove them; returns its records."""
+        if not self.final.is_file():
+            text = "".join(self.file(k).read_text(encoding="utf-8") for k in range(n_batches))
+            self.final.with_suffix(".tmp").write_text(text, encoding="utf-8")
+            os.replace(self.final.with_suffix(".tmp"), self.final)
+            shutil.rmtree(self.folder)
+            if not any(self.folder.parent.iterdir()):
+                self.folder.parent.rmdir()
+        return [json.loads(line) for line in self.final.read_text(encoding="utf-8").splitlines()]
 
 
 # ----------------------------------------------------------------------------- diffu_grpo.py --dry_run: memory plan

@@ -26,14 +26,14 @@ generate.py. Only the work that changes the result is done:
 
 `fast_generate`, beside it, adds Fast-dLLM's (arXiv 2505.22618) confidence-threshold parallel
 decoding (`threshold`) and block-wise approximate KV cache (`cache`) with the same step helpers;
-both are opt-in, and with both off its tokens are LLaDA's.
+both are opt-in (threshold 0 and cache "none" are off), and with both off its tokens are LLaDA's.
+`decode` chooses between the two; every caller (rollouts, evaluation, this command) goes through it.
 
 Shapes: B batch, P prompt length, L block length (or window), V vocabulary.
 """
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 import tasks
 from model import PRESETS, KVCache, default_device, load_model
+from runs import Parts, barrier, claim_folder, init_distributed, over_processes, run_command
 
 REMASKING = ("low_confidence", "random")
 CACHES = ("none", "prefix", "dual")
@@ -162,8 +163,8 @@ def generate(model, prompt, *, gen_length, steps, block_length, temperature=0.0,
 def check_fast_settings(threshold, cache, remasking, cfg_scale):
     if cache not in CACHES:
         raise ValueError(f"unknown cache {cache!r}; choose one of {', '.join(CACHES)}")
-    if threshold is not None and not (0 < threshold <= 1 and remasking == "low_confidence"):
-        raise ValueError(f"threshold {threshold} must be in (0, 1] and needs low_confidence remasking")
+    if threshold and not (0 < threshold <= 1 and remasking == "low_confidence"):
+        raise ValueError(f"threshold {threshold} must be in (0, 1] (0: off) and needs low_confidence remasking")
     if cache != "none" and cfg_scale:
         raise ValueError("the KV cache does not support classifier-free guidance; use cache='none' with cfg_scale")
 
@@ -171,9 +172,9 @@ def check_fast_settings(threshold, cache, remasking, cfg_scale):
 @torch.no_grad()
 def fast_generate(model, prompt, *, gen_length, steps, block_length, temperature=0.0, cfg_scale=0.0,
                   remasking="low_confidence", mask_id, attention_mask=None, generator=None, on_step=None,
-                  threshold=None, cache="none"):
+                  threshold=0.0, cache="none"):
     """generate with Fast-dLLM's two accelerations (arXiv 2505.22618); with both off, LLaDA's tokens.
-    threshold: confidence-aware parallel decoding (Sec. 3.3): each step also commits every candidate
+    threshold (0: off): confidence-aware parallel decoding (Sec. 3.3): each step also commits every candidate
         of the block whose confidence is at least `threshold`; a row's block ends as soon as it is
         filled, and only the rows whose block is unfinished are computed.
     cache: "prefix" reuses the keys and values of the prompt and of finished blocks within a block
@@ -189,10 +190,10 @@ def fast_generate(model, prompt, *, gen_length, steps, block_length, temperature
         start, end = prompt.shape[1] + b * block_length, prompt.shape[1] + (b + 1) * block_length
         kv = None if cache == "none" else KVCache()
         for i, k in enumerate(schedule):
-            rows = None if threshold is None else unfinished_rows(x, start, end, mask_id)
+            rows = unfinished_rows(x, start, end, mask_id) if threshold else None
             if rows is not None and len(rows) == 0:
                 break  # the block is filled in every row
-            if k > 0 or threshold is not None:
+            if k > 0 or threshold:
                 xr, am = pick(x, rows), pick(attention_mask, rows)  # (B', T): the rows computed
                 if kv is None:
                     window = exact_window(xr, end, mask_id)
@@ -202,7 +203,7 @@ def fast_generate(model, prompt, *, gen_length, steps, block_length, temperature
                     logits = cached_predict(model, xr, am, start, end, kv.rows(rows), cache, fresh=i == 0)
                 x0 = sample_tokens(logits, temperature, generator)  # (B', L)
                 score = confidence(logits, x0, remasking, generator)  # (B', L)
-                if threshold is None:
+                if not threshold:
                     commit(xr[:, window], x0, score, k, mask_id)
                 else:
                     commit_confident(xr[:, window], x0, score, k, mask_id, threshold)
@@ -211,6 +212,14 @@ def fast_generate(model, prompt, *, gen_length, steps, block_length, temperature
             if on_step is not None:
                 on_step(x)
     return x
+
+
+def decode(model, prompt, *, threshold=0.0, cache="none", **settings):
+    """LLaDA's reverse process (generate), or Fast-dLLM's decoding (fast_generate) when its confidence
+    threshold (0: off) or its KV cache ("none": off) is on. settings: generate's."""
+    if threshold or cache != "none":
+        return fast_generate(model, prompt, threshold=threshold, cache=cache, **settings)
+    return generate(model, prompt, **settings)
 
 
 def pick(t, rows):
@@ -286,7 +295,6 @@ def answer_batch(model, tokenizer, task, examples, style, temperature, generator
     hook = model.register_forward_hook(lambda *a: calls.append(1))
     try:
         ids, mask = prompt_batch(tokenizer, task, examples, style, next(model.parameters()).device, for_eval=True)
-        decode = fast_generate if {"threshold", "cache"} & decoding.keys() else generate
         out = decode(model, ids, mask_id=tokenizer.mask_id, attention_mask=mask, temperature=temperature,
                      generator=generator, **decoding)
     finally:
@@ -298,8 +306,8 @@ def answer_batch(model, tokenizer, task, examples, style, temperature, generator
 def evaluate(model, tokenizer, task, examples, *, style, batch_size=64, progress=False, **decoding):
     """Greedy held-out accuracy, d1's protocol (Sec. 4): generate at temperature 0, score each answer
     with the task's scorer, average the scores (for Sudoku, the fraction of blanks right).
-    decoding: generate's settings (gen_length, steps, block_length); with Fast-dLLM's threshold or
-    cache among them, fast_generate decodes (bench.py measures its accuracy).
+    decoding: decode's settings (gen_length, steps, block_length, and Fast-dLLM's threshold or cache,
+    whose accuracy bench.py measures).
     Returns (accuracy, [(text, score), ...])."""
     from tqdm import tqdm
     was_training = model.training
@@ -311,6 +319,18 @@ def evaluate(model, tokenizer, task, examples, *, style, batch_size=64, progress
         results += [(text, task.score(text, ex, style=style)[0]) for text, ex in zip(texts, chunk)]
     model.train(was_training)
     return sum(s for _, s in results) / max(len(results), 1), results
+
+
+def held_out_accuracy(model, tokenizer, task, examples, style, cfg):
+    """evaluate's greedy accuracy with a training run's sampler settings (cfg.gen_length, diffusion_steps,
+    block_length), split over torchrun's processes (each scores every world-th example)."""
+    def measure(mine, rank):
+        _, results = evaluate(model, tokenizer, task, mine, style=style, gen_length=cfg.gen_length,
+                              steps=cfg.diffusion_steps, block_length=cfg.block_length, progress=rank == 0)
+        return [sum(s for _, s in results), len(results)]
+
+    total, n = over_processes(examples, measure)
+    return total / max(n, 1)
 
 
 # ----------------------------------------------------------------------------- d1's evaluation, as one command
@@ -327,66 +347,47 @@ def eval_run(model, tokenizer, task, examples, settings, out, decoding, rank=0, 
     (question, ground_truth, generation, score, ...) per length in `out`, readable by `tasks.py score`.
 
     The items go in fixed batches of settings["batch_size"]; each finished batch is written to its own
-    part file (out/.parts/<task>-<length>/<batch>.jsonl, atomically), which makes the run resumable
-    (a killed run loses at most the batches in progress, and a batch's answers do not depend on when
-    or where it runs) and lets torchrun processes share the batches (process r takes every world-th
-    missing one). Process 0 joins the parts in order. Returns {length: (accuracy %, passes per answer)}."""
+    part file (runs.Parts), which makes the run resumable (a killed run loses at most the batches in
+    progress, and a batch's answers do not depend on when or where it runs) and lets torchrun
+    processes share the batches. Process 0 joins the parts in order.
+    Returns {length: (accuracy %, passes per answer)} on process 0."""
     from tqdm import tqdm
-    out, B, style = Path(out), settings["batch_size"], prompt_style(model.config)
-    same = {k: v for k, v in settings.items() if k != "lengths"}  # a length may be added to a finished run
-    saved = out / "eval_settings.json"
-    if saved.is_file() and json.loads(saved.read_text()) != same:
-        raise ValueError(f"{out} holds an evaluation with other settings ({saved}): choose another --out or delete it")
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(same, indent=2))
-    parts_of, n_batches = lambda length: out / ".parts" / f"{task.name}-{length}", math.ceil(len(examples) / B)
-    todo = {}
-    for length in settings["lengths"]:
-        parts = parts_of(length)
-        if (out / f"{task.name}-{length}.jsonl").is_file():
-            continue  # finished earlier
-        parts.mkdir(parents=True, exist_ok=True)
-        mine = [k for k in range(n_batches) if not (parts / f"{k:06d}.jsonl").is_file()]
-        todo[length] = mine[rank::world]
-    if world > 1:
-        torch.distributed.barrier()  # every process has read the same missing batches before any is written
+    B, style = settings["batch_size"], prompt_style(model.config)
+    claim_folder(out, {k: v for k, v in settings.items() if k != "lengths"}, rank)  # a length may be added later
+    n_batches = math.ceil(len(examples) / B)
+    parts = {length: Parts(out, f"{task.name}-{length}") for length in settings["lengths"]}
+    todo = {length: p.missing(n_batches, rank, world) for length, p in parts.items()}
+    barrier()  # every process has read the same missing batches before any is written
     bar = tqdm(total=sum(min(B, len(examples) - k * B) for ks in todo.values() for k in ks), unit="item",
                desc=f"evaluating {task.name}", disable=rank != 0)
     for length, batches in todo.items():
         kw = {**length_settings(length, settings["steps_per_token"], settings["block_length"]), **decoding}
         for k in batches:
-            chunk = examples[k * B:(k + 1) * B]
-            g = torch.Generator(next(model.parameters()).device).manual_seed(settings["seed"] * 1_000_003 + k)
-            texts, passes = answer_batch(model, tokenizer, task, chunk, style, settings["temperature"], g, **kw)
-            rows = [dict(index=k * B + i, **task.record(ex), generation=text, style=style, forward_passes=passes)
-                    for i, (ex, text) in enumerate(zip(chunk, texts))]
-            for r in rows:  # our verdict, as tasks.py score gives it
-                r["score"], r["extracted"] = task.score_record(r)
-            part = parts_of(length) / f"{k:06d}.jsonl"
-            part.with_suffix(".tmp").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-            os.replace(part.with_suffix(".tmp"), part)
-            bar.update(len(chunk))
+            parts[length].write(k, batch_records(model, tokenizer, task, examples, k * B, B, style, settings, kw))
+            bar.update(len(examples[k * B:(k + 1) * B]))
     bar.close()
-    if world > 1:
-        torch.distributed.barrier()
+    barrier()
+    if rank != 0:
+        return {}
     summary = {}
-    for length in settings["lengths"]:
-        final, parts = out / f"{task.name}-{length}.jsonl", parts_of(length)
-        if rank == 0 and not final.is_file():
-            text = "".join((parts / f"{k:06d}.jsonl").read_text(encoding="utf-8") for k in range(n_batches))
-            final.with_suffix(".tmp").write_text(text, encoding="utf-8")
-            os.replace(final.with_suffix(".tmp"), final)
-            for f in parts.iterdir():
-                f.unlink()
-            parts.rmdir()
-            if not any(parts.parent.iterdir()):
-                parts.parent.rmdir()
-        if rank == 0:
-            rows = [json.loads(line) for line in final.read_text(encoding="utf-8").splitlines()]
-            accuracy, _ = task.score_rows(rows)
-            summary[length] = (accuracy, sum(r["forward_passes"] for r in rows) / len(rows))
+    for length, p in parts.items():
+        rows = p.join(n_batches)
+        accuracy, _ = task.score_rows(rows)
+        summary[length] = (accuracy, sum(r["forward_passes"] for r in rows) / len(rows))
     return summary
+
+
+def batch_records(model, tokenizer, task, examples, first, B, style, settings, decoding):
+    """The records of the B examples from `first` on: the answers, sampled with noise seeded by the batch
+    (the same wherever and whenever the batch runs), and our verdict as tasks.py score gives it."""
+    chunk = examples[first:first + B]
+    g = torch.Generator(next(model.parameters()).device).manual_seed(settings["seed"] * 1_000_003 + first // B)
+    texts, passes = answer_batch(model, tokenizer, task, chunk, style, settings["temperature"], g, **decoding)
+    rows = [dict(index=first + i, **task.record(ex), generation=text, style=style, forward_passes=passes)
+            for i, (ex, text) in enumerate(zip(chunk, texts))]
+    for r in rows:
+        r["score"], r["extracted"] = task.score_record(r)
+    return rows
 
 
 # ----------------------------------------------------------------------------- command line
@@ -409,8 +410,8 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 = Gumbel-max sampling")
     p.add_argument("--cfg_scale", type=float, default=0.0, help="unsupervised classifier-free guidance w")
     p.add_argument("--remasking", default="low_confidence", choices=REMASKING)
-    p.add_argument("--threshold", type=float, default=None,
-                   help="Fast-dLLM parallel decoding: also commit every candidate this confident (off by default)")
+    p.add_argument("--threshold", type=float, default=0.0,
+                   help="Fast-dLLM parallel decoding: also commit every candidate this confident (0: off)")
     p.add_argument("--cache", default="none", choices=CACHES,
                    help="Fast-dLLM approximate KV cache: prefix, or dual (prefix and masked suffix)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of preset weights)")
@@ -450,15 +451,13 @@ def check_eval_args(args):
 
 def evaluate_command(args):
     """sample.py --task: d1's evaluation, written to --out (eval_run), with a summary table."""
-    from runs import init_distributed  # torchrun plumbing (runs.py imports this module)
     task = tasks.get_task(args.task)
     lengths = check_eval_args(args)
     check_fast_settings(args.threshold, args.cache, args.remasking, args.cfg_scale)
     examples = tasks.examples(task, args.data, args.n_generated, args.seed, "test")[:args.limit]
     rank, world, device = init_distributed(args.device)  # run_command closes the process group
     model, tokenizer = load_model(args.model, device=device, seed=args.seed)
-    decoding = {k: v for k, v in (("threshold", args.threshold), ("cache", args.cache))
-                if v is not None and v != "none"}
+    decoding = {k: v for k, v in (("threshold", args.threshold), ("cache", args.cache)) if v and v != "none"}
     settings = dict(model=args.model, task=task.name, data=args.data, items=len(examples), lengths=lengths,
                     steps_per_token=args.steps_per_token, block_length=args.block_length,
                     temperature=args.temperature, batch_size=args.batch_size, seed=args.seed, **decoding)
@@ -479,7 +478,6 @@ def main(argv=None):
     from tqdm import tqdm
     args = parse_args(argv)
     if args.task:  # one error line, Ctrl-C as exit status 130, the process group closed: as sft.py's main
-        from runs import run_command
         return run_command(lambda: evaluate_command(args), args.out)
     try:  # the settings first: a mistake costs no loading
         check_settings(args.gen_length, args.steps, args.block_length, args.remasking, args.temperature, args.cfg_scale)
@@ -502,10 +500,7 @@ def main(argv=None):
     kw = dict(gen_length=args.gen_length, steps=args.steps, block_length=args.block_length,
               temperature=args.temperature, cfg_scale=args.cfg_scale, remasking=args.remasking,
               mask_id=tokenizer.mask_id, generator=torch.Generator(args.device).manual_seed(args.seed), on_step=on_step)
-    if args.threshold is None and args.cache == "none":
-        out = generate(model, prompt, **kw)
-    else:
-        out = fast_generate(model, prompt, threshold=args.threshold, cache=args.cache, **kw)
+    out = decode(model, prompt, threshold=args.threshold, cache=args.cache, **kw)
     bar.close()
     print(tokenizer.decode(out[0, P:].tolist()))
 

@@ -30,7 +30,6 @@ computes the loss of its own rows over the whole batch's normaliser (sft_step); 
 rest of the plumbing (gradient sum, checkpoints, --resume, Ctrl-C, the log).
 """
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +39,9 @@ import torch.nn.functional as F
 
 import tasks
 from model import config_and_tokenizer, default_device
-from runs import (Run, all_reduce_sum, apply_gradients, check_prompt_room, held_out_accuracy, option, parse_config,
+from runs import (Run, all_reduce_sum, apply_gradients, autocast, check_prompt_room, check_world, option, parse_config,
                   rank_world, run_command, share)
-from sample import check_settings, encode_prompt, prompt_style
+from sample import check_settings, encode_prompt, held_out_accuracy, prompt_style
 
 
 @dataclass
@@ -198,8 +197,6 @@ def lr_at(step, cfg):
     return cfg.lr * warm
 
 
-
-
 def setup(cfg, world=1):
     """Check the settings before any work, each message saying what to change. Returns the task
     (None for s1k), the model's config and its tokenizer; no weights are read yet."""
@@ -214,9 +211,7 @@ def setup(cfg, world=1):
     task = None if cfg.task == "s1k" else tasks.get_task(cfg.task)
     if task:
         check_settings(cfg.gen_length, cfg.diffusion_steps, cfg.block_length, "low_confidence", 0.0, 0.0)
-    if cfg.batch_size < world:
-        raise ValueError(f"--batch_size {cfg.batch_size} is smaller than the number of processes ({world}): "
-                         f"raise it or start fewer processes")
+    check_world("batch_size", cfg.batch_size, world)
     mcfg, tokenizer = config_and_tokenizer(cfg.model)
     return task, mcfg, tokenizer
 
@@ -228,9 +223,8 @@ def training_data(cfg, task, tokenizer, style, max_seq_len, train_examples=None,
     if task is None:
         pairs, test = s1k_pairs(tokenizer, s1k_records(cfg.data)), []
     else:
-        train_examples = train_examples or tasks.examples(task, cfg.data, cfg.n_train, cfg.seed, "train")
+        train_examples, test = tasks.run_examples(task, cfg, train_examples, test_examples)
         pairs = task_pairs(tokenizer, task, train_examples, style)
-        test = (test_examples or tasks.examples(task, cfg.test_data, cfg.n_eval, cfg.seed + 1, "test"))[:cfg.n_eval]
     longest = max(len(p) for p, _ in pairs)
     if longest >= max_seq_len:
         raise ValueError(f"the longest training prompt has {longest} tokens: no room for an answer within the "
@@ -258,14 +252,12 @@ def sft_step(net, opt, params, tokenizer, pairs, cfg, g, step):
     total = ce = n = 0.0
     for i in range(rows.start, rows.stop, size):  # gradient accumulation: each micro-batch's loss is
         c = slice(i, min(i + size, rows.stop))  # over the whole batch's normaliser, so the gradients add up
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(cfg.device).type == "cuda"):
+        with autocast(cfg.device):
             loss, unscaled, k = sft_loss(net, ids[c], noisy[c], masked[c], t[c], answer_len[c], cfg.norm, whole)
         loss.backward()
         total, ce, n = total + loss.item(), ce + unscaled.item() * k, n + k
     total, ce, n = all_reduce_sum([total, ce, n])  # the whole batch's
-    if not math.isfinite(total):
-        raise FloatingPointError(f"loss is {total}")
-    apply_gradients(opt, params, cfg.grad_clip)
+    apply_gradients(opt, params, cfg.grad_clip, total)
     return dict(step=step, loss=total, unscaled=ce / max(n, 1), lr=lr_at(step, cfg)), ids.numel()
 
 

@@ -1,5 +1,5 @@
 """LLaDA-8B's widths on a CPU: one full diffu-GRPO step through the command a user runs, and its peak
-host memory against `--dry-run`'s plan for the same flags (issue 15).
+host memory against `--dry-run`'s plan for the same flags.
 
     python bench/cpu_8b_width.py                               # 2 layers at LLaDA-8B's widths: 1.5B parameters
     python bench/cpu_8b_width.py --layers 1 --d_model 256 --mlp_hidden 512 --vocab 4096   # the path in seconds

@@ -2,7 +2,7 @@
 
     python bench/gpu_8b.py                       # LLaDA-8B, random bf16 weights, on cuda (no download)
     python bench/gpu_8b.py --skip-grpo           # only the forward and sampler phases
-    python bench/gpu_8b.py --preset tiny --device cpu   # the same code path in seconds (tests/test_bench.py)
+    python bench/gpu_8b.py --preset tiny --device cpu   # the same code path in seconds (tests/test_gpu_8b.py)
 
 Budget: under 8 minutes end to end on one H100 80GB (build ~seconds, forward ~seconds, sampler
 ~tens of seconds, the GRPO step about a minute or two). The weights are random: the figures are speed
@@ -18,7 +18,7 @@ and memory, not quality. Phases, each seeded:
            updates, d1's GSM8K and MATH value):
            rollout (with the adapters on), old/reference log-probs, 12 updates. The record is
            train_step's: gen_s (rollout), logp_s (old and reference log-probs), update_s (the
-           updates), reward, kl, clip_frac; every phase time reads a clock after torch.cuda.synchronize.
+           updates), reward, kl, clip_frac; every phase time reads runs.clock (after torch.cuda.synchronize).
 Reading the output: peak_mem_gib is torch.cuda.max_memory_allocated, reset before each phase (None on
 a CPU); a phase that runs out of GPU memory reports status "OOM" and the next phase still runs.
 The table is printed at the end and written as JSON to --out (default bench/gpu_8b.json).
@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import diffu_grpo  # noqa: E402
 import sample  # noqa: E402
 from model import PRESETS, ModelConfig, Transformer, prepare_for_training  # noqa: E402
+from runs import clock  # noqa: E402
 
 TINY = ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden=128, vocab_size=320,
                    max_seq_len=512, mask_id=300, eos_id=301, eot_id=302, tokenizer="bytes")
@@ -51,11 +52,6 @@ WARMUP, RUNS = 2, 5
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def sync(device):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
 
 def reset_peak(device):
     if device.startswith("cuda"):
@@ -95,7 +91,7 @@ def build(cfg, device, seed):
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0.0, 0.02) if p.ndim >= 2 else p.fill_(1.0)
-    sync(device)
+    clock(device)  # the initialisation's kernels are done
     weights = torch.cuda.memory_allocated() / 2 ** 30 if device.startswith("cuda") else None
     return dict(net=net.eval(), params=sum(p.numel() for p in net.parameters()), build_s=time.perf_counter() - t0,
                 weights_gib=weights)
@@ -108,12 +104,10 @@ def bench_forward(net, s, device, seed):
     times = []
     with torch.no_grad():
         for i in range(WARMUP + RUNS):
-            sync(device)
-            t0 = time.perf_counter()
+            t0 = clock(device)
             net(x, logits_at=slice(P, T))
-            sync(device)
             if i >= WARMUP:
-                times.append(time.perf_counter() - t0)
+                times.append(clock(device) - t0)
     med = statistics.median(times)
     return dict(batch=B, seq_len=T, logits_at=[P, T], median_s=med, tokens_per_s=B * T / med,
                 peak_mem_gib=peak_gib(device))
@@ -123,13 +117,11 @@ def bench_generate(net, s, device, seed):
     prompt = random_ids(s["batch"], s["prompt"], s["max_id"], seed + 1, device)
     gen = torch.Generator(device).manual_seed(seed)
     reset_peak(device)
-    sync(device)
-    t0 = time.perf_counter()
+    t0 = clock(device)
     with torch.no_grad():
         sample.generate(net, prompt, gen_length=s["gen_length"], steps=s["steps"], block_length=s["block"],
                         temperature=0.9, mask_id=net.config.mask_id, generator=gen)
-    sync(device)
-    dt = time.perf_counter() - t0
+    dt = clock(device) - t0
     return dict(batch=s["batch"], prompt=s["prompt"], gen_length=s["gen_length"], steps=s["steps"],
                 block_length=s["block"], time_s=dt, tokens_per_s=s["batch"] * s["gen_length"] / dt,
                 peak_mem_gib=peak_gib(device))
@@ -185,11 +177,9 @@ def bench_grpo(net, s, device, seed):
     tok, task = StandInTokenizer(net.config, s["prompt"], s["max_id"], seed), StandInTask(seed)
     g, gen = torch.Generator().manual_seed(seed), torch.Generator(device).manual_seed(seed)
     reset_peak(device)
-    sync(device)
-    t0 = time.perf_counter()
+    t0 = clock(device)
     record, _ = diffu_grpo.train_step(net, ref, opt, tok, task, [0], cfg, "chat", g, gen)
-    sync(device)
-    return dict(step_s=time.perf_counter() - t0, peak_mem_gib=peak_gib(device), record=record,
+    return dict(step_s=clock(device) - t0, peak_mem_gib=peak_gib(device), record=record,
                 trainable_params=sum(p.numel() for p in params), config=asdict(cfg))
 
 

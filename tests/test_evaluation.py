@@ -1,4 +1,4 @@
-"""sample.py --task: d1's evaluation as one resumable command (issue 16). Every test item at each
+"""sample.py --task: d1's evaluation as one resumable command. Every test item at each
 answer length, one JSONL per length that tasks.py score reads, a summary, and a run that continues
 where a killed one stopped."""
 import json

@@ -45,7 +45,7 @@ GRPO_CASES = [
     (["--block_length", "8", "--diffusion_steps", "3"], "steps 3 must be a multiple of the number of blocks (2"),
     (["--temperature", "-1"], "must be >= 0"),
     (["--task", "chess"], "unknown task 'chess'"),
-    (["--model", "no/such/folder"], "--model 'no/such/folder' is neither a preset nor a checkpoint folder"),
+    (["--model", "no/such/folder"], "--model 'no/such/folder' is neither a preset (toy, llada-8b) nor an existing"),
     (["--model", 32], "the longest training prompt has 24 tokens, and with --gen_length 16 its sequence passes"),
     (["--resume"], "holds no checkpoint"),
     (["--p_mask", "1.5"], "--p_mask must be in [0, 1], not 1.5"),  # ran
@@ -68,16 +68,16 @@ def run_main(main, folders, tmp_path, monkeypatch, flags):
 
 
 @pytest.mark.parametrize("flags, expected", SFT_CASES)
-def test_sft_guards(flags, expected, folders, tmp_path, monkeypatch):
+def test_a_bad_sft_flag_is_one_error_line_before_weights_load(flags, expected, folders, tmp_path, monkeypatch):
     assert expected in run_main(sft.main, folders, tmp_path, monkeypatch, flags)
 
 
 @pytest.mark.parametrize("flags, expected", GRPO_CASES)
-def test_diffu_grpo_guards(flags, expected, folders, tmp_path, monkeypatch):
+def test_a_bad_diffu_grpo_flag_is_one_error_line_before_weights_load(flags, expected, folders, tmp_path, monkeypatch):
     assert expected in run_main(dg.main, folders, tmp_path, monkeypatch, flags)
 
 
-def test_a_batch_smaller_than_the_number_of_processes(folders):
+def test_a_batch_smaller_than_the_number_of_processes_is_refused(folders):
     with pytest.raises(ValueError, match="--batch_size 1 is smaller than the number of processes"):
         sft.setup(sft.SFTConfig(model=str(folders[64]), batch_size=1, device="cpu"), world=2)
     with pytest.raises(ValueError, match="--prompts_per_step 1 is smaller than the number of processes"):
@@ -117,7 +117,7 @@ def test_tasks_score_answers_a_bad_file_with_one_line(tmp_path, content, expecte
     assert str(e.value.code).startswith("error: ") and expected in str(e.value.code) and "\n" not in str(e.value.code)
 
 
-def test_a_sudoku_file_that_is_not_text(tmp_path):
+def test_a_sudoku_file_that_is_not_text_is_a_clear_error(tmp_path):
     import tasks
     (tmp_path / "s.csv").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ValueError, match="is not UTF-8 text"):

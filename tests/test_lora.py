@@ -40,7 +40,7 @@ def test_adapters_off_equals_the_base_and_merge_equals_unmerged(tiny_path):
     torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-5)
 
 
-def test_lora_targets_and_parameter_count(tiny_path):
+def test_lora_adapts_every_projection_but_the_output_head_in_float32(tiny_path):
     m = model.apply_lora(model.load(tiny_path), r=4, alpha=8)
     names = [n for n, p in m.named_parameters() if p.requires_grad]
     assert len(names) == 2 * 7 * 2  # A and B for 7 projections in each of 2 blocks

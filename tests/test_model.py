@@ -100,7 +100,7 @@ def test_toy_preset_is_a_few_million_parameters():
     assert torch.equal(m.transformer.wte.weight, model.build("toy").transformer.wte.weight)  # seeded
 
 
-def test_save_load_round_trip(tmp_path):
+def test_a_saved_model_loads_back_with_the_same_logits_and_llada_names(tmp_path):
     m = model.build("toy", seed=3)
     model.save(m, tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
@@ -128,7 +128,7 @@ def test_sharded_checkpoint_loads(tiny_path, tiny, tmp_path):
         assert torch.equal(sharded(ids), tiny(ids))
 
 
-def test_load_in_bfloat16(tiny_path):
+def test_loading_in_bfloat16_gives_bfloat16_weights_and_logits(tiny_path):
     m = model.load(tiny_path, dtype=torch.bfloat16)
     assert all(p.dtype == torch.bfloat16 for p in m.parameters())
     assert m(torch.randint(0, 300, (1, 8))).dtype == torch.bfloat16
@@ -141,12 +141,12 @@ def copy_tiny(tiny_path, dst):
     return dst
 
 
-def test_missing_folder(tmp_path):
+def test_a_missing_model_folder_is_a_file_not_found_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         model.load(tmp_path / "nowhere")
 
 
-def test_missing_or_corrupt_config(tiny_path, tmp_path):
+def test_a_missing_or_corrupt_config_json_is_a_checkpoint_error(tiny_path, tmp_path):
     d = copy_tiny(tiny_path, tmp_path / "c")
     (d / "config.json").write_text("{not json")
     with pytest.raises(model_files.CheckpointError, match="config.json is not valid JSON"):
@@ -156,7 +156,7 @@ def test_missing_or_corrupt_config(tiny_path, tmp_path):
         model.load(d)
 
 
-def test_config_missing_key_or_unsupported_option(tiny_path, tmp_path):
+def test_a_config_lacking_a_key_or_asking_an_unsupported_option_fails(tiny_path, tmp_path):
     d = copy_tiny(tiny_path, tmp_path / "c")
     cfg = json.loads((tiny_path / "config.json").read_text())
     (d / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "n_layers"}))
@@ -167,7 +167,7 @@ def test_config_missing_key_or_unsupported_option(tiny_path, tmp_path):
         model.load(d)
 
 
-def test_missing_unexpected_and_misshaped_tensors(tiny_path, tmp_path):
+def test_missing_unexpected_or_misshaped_tensors_are_named_in_the_error(tiny_path, tmp_path):
     d = copy_tiny(tiny_path, tmp_path / "c")
     tensors = load_file(tiny_path / "model.safetensors")
     gone = "model.transformer.blocks.1.up_proj.weight"
@@ -183,7 +183,7 @@ def test_missing_unexpected_and_misshaped_tensors(tiny_path, tmp_path):
         model.load(d)
 
 
-def test_corrupt_weights_and_missing_shard(tiny_path, tmp_path):
+def test_corrupt_or_absent_weights_and_a_missing_shard_are_checkpoint_errors(tiny_path, tmp_path):
     d = copy_tiny(tiny_path, tmp_path / "c")
     (d / "model.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(model_files.CheckpointError, match="not a readable safetensors file"):
@@ -196,14 +196,14 @@ def test_corrupt_weights_and_missing_shard(tiny_path, tmp_path):
         model.load(d)
 
 
-def test_unknown_preset_and_bad_model_name():
+def test_an_unknown_preset_or_model_path_says_what_is_known():
     with pytest.raises(ValueError, match="known presets: toy, llada-8b"):
         model.get_config("gpt-9")
     with pytest.raises(FileNotFoundError, match="neither a preset"):
         model.load_model("no/such/folder")
 
 
-def test_bad_config_values():
+def test_inconsistent_config_values_fail_at_construction():
     with pytest.raises(ValueError, match="must split into n_heads"):
         model.ModelConfig(d_model=100, n_heads=3)
     with pytest.raises(ValueError, match="mask_id 999 is outside"):
@@ -212,7 +212,7 @@ def test_bad_config_values():
 
 # ----------------------------------------------------------------------------- tokenizer
 
-def test_byte_tokenizer():
+def test_byte_tokenizer_round_trips_text_and_stops_at_eos_with_the_toy_ids():
     tok = model_files.byte_tokenizer()
     cfg = model.PRESETS["toy"]
     assert (tok.mask_id, tok.eos_id, tok.eot_id) == (cfg.mask_id, cfg.eos_id, cfg.eot_id)

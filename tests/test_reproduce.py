@@ -6,7 +6,7 @@ import pytest
 import reproduce
 
 
-def test_quick_reproduction_pipeline(tmp_path, monkeypatch):
+def test_quick_run_writes_every_row_and_reruns_only_what_changed(tmp_path, monkeypatch):
     real = reproduce.run_task
     results = reproduce.main(["--quick", "--tasks", "sudoku", "--seeds", "0,1", "--out", str(tmp_path), "--device", "cpu"])
     assert list(results) == ["sudoku"] and len(results["sudoku"]) == 2
@@ -81,7 +81,7 @@ def test_orderings_are_paired_differences_over_seeds():
     assert lines[3].startswith("sudoku: diffu-grpo - sft = -8.7 points") and lines[3].endswith("0 of 3 seeds")
 
 
-def test_noise_band_of_a_moving_average():
+def test_noise_band_is_the_residual_std_of_a_moving_average_over_sqrt_window():
     assert reproduce.moving_average([1, 2, 3, 4], 2) == [1, 1.5, 2.5, 3.5]
     flat = [0.5] * 20
     assert reproduce.noise_band(flat, 5) == 0.0

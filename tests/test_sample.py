@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sample
-from reference import reference_generate
+from reference_sampler import baseline_generate as reference_generate
 
 MASK = 300  # tiny-llada's mask id
 
@@ -94,7 +94,7 @@ def trace(m, prompt, decode=sample.generate, **kw):
 
 @DECODERS
 @pytest.mark.parametrize("remasking,temperature", [("low_confidence", 0.0), ("low_confidence", 0.8), ("random", 0.0)])
-def test_reverse_process_invariants(tiny, decode, remasking, temperature):
+def test_each_step_commits_the_scheduled_count_block_by_block_and_never_remasks(tiny, decode, remasking, temperature):
     P, gen_length, block_length, steps = 5, 24, 8, 15
     prompt = prompt_ids(2, P, seed=1)
     out, states = trace(NeverMask(tiny), prompt, gen_length=gen_length, steps=steps, block_length=block_length,
@@ -147,7 +147,7 @@ def test_confidence_is_the_untempered_probability_of_the_candidate():
     torch.testing.assert_close(conf, torch.softmax(logits.double(), -1).gather(-1, x0[..., None])[..., 0])
 
 
-def test_classifier_free_guidance_formula(tiny):
+def test_guided_logits_are_u_plus_scale_plus_one_times_c_minus_u(tiny):
     x = torch.cat([prompt_ids(1, 5), torch.full((1, 4), MASK)], 1)
     prompt_index = x != MASK
     got = sample.predict(tiny, x, None, slice(5, 9), 2.0, prompt_index, MASK)
@@ -171,7 +171,7 @@ def test_bad_settings_fail_clearly(tiny, decode, kw, message):
         decode(tiny, prompt_ids(1, 4), mask_id=MASK, **kw)
 
 
-def test_left_pad():
+def test_left_pad_puts_padding_on_the_left_and_masks_it_out():
     ids, mask = sample.left_pad([[1, 2], [3, 4, 5]], pad_id=9)
     assert ids.tolist() == [[9, 1, 2], [3, 4, 5]] and mask.tolist() == [[0, 1, 1], [1, 1, 1]]
 
@@ -183,6 +183,6 @@ def test_cli_prints_an_answer(capsys):
     assert len(lines) == 5 and lines[0].startswith("   1 | ")
 
 
-def test_cli_reports_bad_model(capsys):
+def test_cli_exits_on_a_model_that_is_neither_a_preset_nor_a_folder(capsys):
     with pytest.raises(SystemExit, match="neither a preset"):
         sample.main(["--model", "missing/folder"])

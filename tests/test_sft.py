@@ -89,7 +89,7 @@ def test_gradient_accumulation_gives_the_unaccumulated_gradient(norm, monkeypatc
     tok = model_files.byte_tokenizer()
     pairs = [(list(range(1, 2 + i % 4)), list(range(40, 44 + i % 5))) for i in range(20)]
     grads, records = [], []
-    monkeypatch.setattr(sft, "apply_gradients", lambda opt, params, clip: grads.append(
+    monkeypatch.setattr(sft, "apply_gradients", lambda opt, params, clip, loss: grads.append(
         [p.grad.clone() for p in params]))
     for micro in (0, 3):
         net = model.build(model.ModelConfig(d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64), seed=0)

@@ -68,7 +68,7 @@ def test_diffu_grpo_raises_an_easy_reward(block_length, threshold, cache):
 @pytest.mark.parametrize("estimator,loss", [("mc-elbo", "grpo"), ("coupled", "grpo"), ("spg", "grpo"),
                                            ("one-step", "wd1")])
 def test_every_estimator_and_loss_raises_an_easy_reward(estimator, loss, small_path):
-    """The successors' estimators and wd1's loss (issue 14) learn the same easy reward as d1's."""
+    """The successors' estimators and wd1's loss (docs/estimators.md) learn the same easy reward as d1's."""
     policy = model.build(SMALL, seed=1)
     ref = model.build(SMALL, seed=1).requires_grad_(False)
     tok = model_files.byte_tokenizer()
@@ -93,7 +93,7 @@ def test_micro_batches_give_the_unaccumulated_gradient(estimator, monkeypatch):
     micro-batch's loss is over the whole batch's normalisers (d1's p_mask and KL, and a sequence-level estimate)."""
     tok = model_files.byte_tokenizer()
     grads = []
-    monkeypatch.setattr(dg, "apply_gradients", lambda opt, params, clip: grads.append([p.grad.clone() for p in params]))
+    monkeypatch.setattr(dg, "apply_gradients", lambda opt, params, clip, loss: grads.append([p.grad.clone() for p in params]))
     for micro in (0, 5):
         policy, ref = model.build(SMALL, seed=1), model.build(SMALL, seed=1).requires_grad_(False)
         cfg = dg.GRPOConfig(num_generations=4, mu=1, gen_length=8, block_length=8, diffusion_steps=8, temperature=1.0,
@@ -107,7 +107,7 @@ def test_micro_batches_give_the_unaccumulated_gradient(estimator, monkeypatch):
     assert any(g.abs().sum() > 0 for g in grads[0])
 
 
-def test_diffu_grpo_end_to_end(small_path, tmp_path):
+def test_diffu_grpo_run_logs_the_start_and_every_step_with_each_figure(small_path, tmp_path):
     cfg = dg.GRPOConfig(model=str(small_path), task="countdown", n_train=100, n_eval=16, steps=2,
                         prompts_per_step=4, num_generations=4, mu=2, eval_every=0, micro_batch=6,
                         out=str(tmp_path / "grpo"), device="cpu")
@@ -193,7 +193,7 @@ def test_s1k_records_render_in_d1_format():
     assert records[0]["question"] in tok._decode_ids(prompt)
 
 
-def test_s1k_full_columns(tmp_path):
+def test_full_s1k_records_use_trajectory_and_attempt_and_an_empty_file_fails(tmp_path):
     rows = [{"question": "Q?", "thinking_trajectories": ["think"], "attempt": "A", "solution": "S"}]
     (tmp_path / "s1k.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     assert sft.s1k_records(tmp_path / "s1k.jsonl") == [dict(question="Q?", reasoning="think", answer="A")]
