@@ -47,7 +47,7 @@ Several processes (torchrun, one GPU each): each process rolls out, scores and c
 advantages of all G answers of its own prompts (so group statistics need no communication); the
 prompt masks are drawn for the whole batch and the loss is normalised over the whole batch, so an
 update equals one process's update on the same rollouts. runs.py holds the plumbing (gradient sum,
-checkpoints of every generator's state, --resume, Ctrl-C, the log) and the GPU memory plan that
+checkpoints of every generator's state, --resume, Ctrl-C and SIGTERM, the log) and the GPU memory plan that
 `--dry_run` prints (runs.memory_plan).
 
 Shapes: N = prompts x G sequences, P prompt length, L answer length, V vocabulary.
@@ -120,9 +120,10 @@ class GRPOConfig:
     dry_run: bool = option(False, "print the GPU memory plan for these settings and exit, loading nothing")
     eval_every: int = option(10, "evaluate every this many outer steps (0: only at the start and end)", must=">= 0")
     out: str = option("runs/grpo-toy", "folder for the model, its checkpoints and log.jsonl")
-    save_every: int = option(10, "write a resumable checkpoint every this many steps (also at the end, on Ctrl-C)",
-                             must=">= 0")
+    save_every: int = option(10, "write a resumable checkpoint every this many steps (also at the end, on "
+                             "Ctrl-C or SIGTERM)", must=">= 0")
     resume: bool = option(False, "continue the run in --out from its newest checkpoint (--steps may grow)")
+    overwrite: bool = option(False, "replace an earlier run in --out (its checkpoints and log) instead of stopping")
     seed: int = option(0, "seed of the prompt order, the rollouts and the prompt masks", must=">= 0")
     device: str = option(default_device(), "cuda, mps or cpu")
 
@@ -142,8 +143,8 @@ MODEL_DEFAULTS = {"llada-8b": dict(model="llada-8b", mu=None, p_mask=0.15, beta=
 D1_MU = {"gsm8k": 12, "math500": 12, "countdown": 8, "sudoku": 8}  # NUM_ITER of d1's sbatch scripts
 
 # Settings that --resume lets differ from the checkpoint's: none of them changes the training itself.
-RESUME_MAY_CHANGE = ("steps", "resume", "device", "out", "eval_every", "save_every", "n_eval", "test_data",
-                     "prompt_length", "dry_run")
+RESUME_MAY_CHANGE = ("steps", "resume", "overwrite", "device", "out", "eval_every", "save_every", "n_eval",
+                     "test_data", "prompt_length", "dry_run")
 
 
 # ----------------------------------------------------------------------------- Eq. 2-4
@@ -648,8 +649,8 @@ def reference_policy(policy, lora):
 def train(cfg, train_examples=None, test_examples=None):
     """Run diffu-GRPO (Alg. 1); returns (policy, held-out accuracy before, after). Example lists, when
     given, replace the task's prompts and held-out set (reproduce.py builds its own distributions).
-    Under torchrun, every process calls this. Ctrl-C stops after the step in progress, writes a
-    checkpoint and raises KeyboardInterrupt; a non-finite loss raises FloatingPointError."""
+    Under torchrun, every process calls this. Ctrl-C or SIGTERM stops after the step in progress,
+    writes a checkpoint and raises runs.Stopped; a non-finite loss raises FloatingPointError."""
     with Run(cfg, "diffu-grpo", "grpo_config.json", RESUME_MAY_CHANGE) as run:
         task, mcfg, tokenizer = setup(cfg, run.world)
         style = prompt_style(mcfg)

@@ -377,7 +377,8 @@ def load(path, device="cpu", dtype=None):
 
 def save(model, path, tokenizer=None):
     """Write the model into the folder `path` as a LLaDA checkpoint (config.json, model.safetensors,
-    the tokenizer's files), LoRA adapters merged into the weights."""
+    and from the folder the tokenizer was read from its tokenizer files and LLaDA's remote code; see
+    model_files.write_folder), LoRA adapters merged into the weights."""
     model_files.write_folder(path, base_state(model), asdict(model.config), tokenizer)
 
 

@@ -6,10 +6,17 @@ for the file handling. A checkpoint folder holds
     model.safetensors                    the weights, tensor names prefixed with "model."; or shards
     model.safetensors.index.json           listed by this index (LLaDA-8B-Instruct: 6 shards)
     tokenizer.json, tokenizer_config.json  LLaDA's tokenizer (the `tokenizers` package reads it)
+    configuration_llada.py, modeling_llada.py   LLaDA's remote code (config.json's auto_map names it)
+    generation_config.json               generation defaults (for Hugging Face's loaders; unread here)
 Our own checkpoints use the same layout; the toy model's config.json says "tokenizer": "bytes"
-(a byte-level tiktoken encoding built locally). `--model llada-8b` finds GSAI-ML/LLaDA-8B-Instruct
-in the Hugging Face cache or downloads it (huggingface_hub, optional). Nothing here imports
-model.py: configs travel as plain dicts of ModelConfig's fields.
+(a byte-level tiktoken encoding built locally) and the folder holds config.json and
+model.safetensors alone. A folder written from a LLaDA checkpoint keeps that checkpoint's
+config.json keys (auto_map, architectures, ...; ours overwrite the ones our config sets) and
+carries over its remote code, generation_config.json and tokenizer files, never its weights, so
+that LLaDA's own Hugging Face code loads it: AutoModel.from_pretrained(folder,
+trust_remote_code=True). `--model llada-8b` finds GSAI-ML/LLaDA-8B-Instruct in the Hugging Face
+cache or downloads it (huggingface_hub, optional). Nothing here imports model.py: configs travel
+as plain dicts of ModelConfig's fields.
 """
 import json
 import os
@@ -33,6 +40,36 @@ SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch
 
 class CheckpointError(ValueError):
     pass
+
+
+# ----------------------------------------------------------------------------- durable writes
+
+def fsync_path(path):
+    """Flush a file, or a folder's files and the folder itself, to disk."""
+    path = Path(path)
+    for p in ([path] if path.is_file() else [*sorted(q for q in path.rglob("*") if q.is_file()), path]):
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def replace_durably(tmp, final):
+    """Make a written file or folder visible under its final name only once its bytes are on disk:
+    fsync it, rename it over `final` (atomic), fsync the parent folder (the rename itself). A power
+    loss then leaves the old version or the new one, never a visible but empty one."""
+    fsync_path(tmp)
+    os.replace(tmp, final)
+    _fsync_dir(Path(final).parent)
+
+
+def _fsync_dir(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- config.json
@@ -60,6 +97,13 @@ def config_to_hf(fields):
     d.update(SUPPORTED, model_type="llada", vocab_size=fields["vocab_size"], pad_token_id=fields["eos_id"],
              eot_token_id=fields["eot_id"], tokenizer=fields["tokenizer"])
     return d
+
+
+def merged_config(fields, source=None):
+    """The config.json dict to write for ModelConfig's fields: config_to_hf's keys over those of the
+    source checkpoint's config.json (so auto_map, architectures, torch_dtype ... carry over), if any."""
+    kept = json.loads((Path(source) / "config.json").read_text()) if source else {}
+    return {**kept, **config_to_hf(fields)}
 
 
 def read_config(folder):
@@ -171,29 +215,44 @@ def fill_from_file(path, header, data_start, params):
                 p.copy_(torch.frombuffer(buf, dtype=stored).view(p.shape))
 
 
+# files of a LLaDA checkpoint that a folder written from it carries over (config.json is merged,
+# the weights are ours): the tokenizer, LLaDA's remote code, the generation defaults
+CARRIED = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "*.py"]
+
+
+def carried_files(source):
+    """The files of the checkpoint folder `source` that a folder written from it carries over."""
+    if source is None:
+        return []
+    return sorted({f for pattern in CARRIED for f in Path(source).glob(pattern) if f.is_file()})
+
+
 def write_folder(path, tensors, config, tokenizer=None):
-    """Write config.json (from ModelConfig's fields) and model.safetensors ({LLaDA name: tensor}) into
-    the folder `path`, each atomically, and the tokenizer's files (LLaDA's tokenizer.json ...) so that
-    the folder is a whole checkpoint."""
+    """Write a whole checkpoint into the folder `path`: model.safetensors ({LLaDA name: tensor}),
+    config.json (from ModelConfig's fields, merged into the source checkpoint's; see merged_config)
+    and the files carried over from the folder the tokenizer was read from (tokenizer.source; none
+    for the byte tokenizer). Each file is written under a temporary name and replaced durably."""
     from safetensors.torch import save_file
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    source = getattr(tokenizer, "source", None)
     tmp = path / "model.safetensors.tmp"
     save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path / "model.safetensors")
+    replace_durably(tmp, path / "model.safetensors")
     tmp = path / "config.json.tmp"
-    tmp.write_text(json.dumps(config_to_hf(config), indent=2) + "\n")
-    os.replace(tmp, path / "config.json")
-    for f in getattr(tokenizer, "files", []):
-        if Path(f).resolve().parent != path.resolve():
-            shutil.copy(f, path / Path(f).name)
+    tmp.write_text(json.dumps(merged_config(config, source), indent=2) + "\n")
+    replace_durably(tmp, path / "config.json")
+    for f in carried_files(source):
+        if f.resolve() != (path / f.name).resolve():  # writing into the source folder: already there
+            tmp = path / (f.name + ".tmp")
+            shutil.copyfile(f, tmp)
+            replace_durably(tmp, path / f.name)
 
 
 # ----------------------------------------------------------------------------- published weights
 
 HF_REPOS = {"llada-8b": "GSAI-ML/LLaDA-8B-Instruct"}  # presets with published weights
-WEIGHT_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json",
-                "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
+WEIGHT_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", *CARRIED]
 
 
 def hf_cache_snapshot(repo):
@@ -238,10 +297,10 @@ BYTE_SPECIALS = {"<|endoftext|>": 256, "<|mdm_mask|>": 257, "<|eot_id|>": 258, "
 class Tokenizer:
     """encode / decode with named special tokens; decode stops at end-of-text or end-of-turn."""
 
-    def __init__(self, encode, decode_ids, special, chat_template=None, files=()):
+    def __init__(self, encode, decode_ids, special, chat_template=None, source=None):
         self._encode, self._decode_ids, self.special = encode, decode_ids, special
         self.chat_template = chat_template
-        self.files = list(files)  # tokenizer files that a checkpoint of this model carries along
+        self.source = source  # the folder it was read from; a checkpoint written with it carries that folder's files
         self.mask_id = special["<|mdm_mask|>"]
         self.eos_id = special["<|endoftext|>"]
         self.eot_id = special.get("<|eot_id|>")
@@ -301,10 +360,8 @@ def hf_tokenizer(folder):
     for name in ("<|mdm_mask|>", "<|endoftext|>"):
         if name not in special:
             raise ValueError(f"{folder} names no special token {name}")
-    files = [folder / f for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")]
     return Tokenizer(lambda s: tok.encode(s, add_special_tokens=False).ids,
-                     lambda ids: tok.decode(ids, skip_special_tokens=True), special, LLADA_CHAT,
-                     files=[f for f in files if f.is_file()])
+                     lambda ids: tok.decode(ids, skip_special_tokens=True), special, LLADA_CHAT, source=folder)
 
 
 def get_tokenizer(kind, folder=None):

@@ -51,7 +51,7 @@ import sft
 import tasks
 from model import SMALL, build, default_device, save
 from model_files import byte_tokenizer
-from runs import option, parse_config, run_command
+from runs import latest_checkpoint, option, parse_config, run_command
 
 
 ROWS = ("base", "sft", "diffu-grpo", "d1")
@@ -165,10 +165,10 @@ def run_task(name, seed, cfg, out, rows, done=()):
     if "base" not in done:
         save(build(SMALL if cfg.model == "repro" else cfg.model, seed=seed), folder / "init")
         steps = getattr(cfg, f"{name}_pretrain_steps")
-        models["base"], _ = sft.train(sft.SFTConfig(model=str(folder / "init"), steps=steps, out=str(folder / "base"),
-                                                    **common, **gen), domain, val)
-        models["sft"], _ = sft.train(sft.SFTConfig(model=str(folder / "base"), steps=cfg.sft_steps,
-                                                   out=str(folder / "sft"), **common, **gen), sft_set, val)
+        base = sft.SFTConfig(model=str(folder / "init"), steps=steps, out=str(folder / "base"), **common, **gen)
+        models["base"], _ = sft.train(continued(base, sft.RESUME_MAY_CHANGE), domain, val)
+        tuned = sft.SFTConfig(model=str(folder / "base"), steps=cfg.sft_steps, out=str(folder / "sft"), **common, **gen)
+        models["sft"], _ = sft.train(continued(tuned, sft.RESUME_MAY_CHANGE), sft_set, val)
     rl = diffu_grpo.GRPOConfig(steps=cfg.rl_steps, lr=cfg.rl_lr, temperature=cfg.temperature, mu=cfg.mu,
                                prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
                                p_mask=cfg.p_mask, beta=cfg.beta, threshold=cfg.threshold, gen_length=16,
@@ -177,9 +177,23 @@ def run_task(name, seed, cfg, out, rows, done=()):
     for row in rows:
         if row in RL_ROWS:
             start, change = RL_ROWS[row]
-            models[row], _, _ = diffu_grpo.train(replace(rl, model=str(folder / start), out=str(folder / row),
-                                                         **change), prompts, val)
+            row_cfg = replace(rl, model=str(folder / start), out=str(folder / row), **change)
+            models[row], _, _ = diffu_grpo.train(continued(row_cfg, diffu_grpo.RESUME_MAY_CHANGE), prompts, val)
     return {row: held_out(m, name, test)[0] for row, m in models.items()}
+
+
+def continued(run_cfg, may_change):
+    """A training run's settings set to continue the run in its folder when that folder holds a
+    checkpoint of a run with the same settings (a reproduction stopped by a signal, or one that ended
+    its training), else to replace what the folder holds: the folders are reproduce.py's own."""
+    last = latest_checkpoint(run_cfg.out)
+    try:
+        there = json.loads((last / "run.json").read_text())["config"] if last else None
+    except (OSError, ValueError, KeyError):
+        there = None
+    now = json.loads(json.dumps(asdict(run_cfg)))  # as run.json stores it
+    same = there is not None and all(there.get(k) == v for k, v in now.items() if k not in may_change)
+    return replace(run_cfg, resume=same, overwrite=not same)
 
 
 def held_out(model, name, test):

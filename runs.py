@@ -32,13 +32,14 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, field, fields
 from pathlib import Path
 
 import torch
 
 from model import PRESETS, Transformer, load_model, prepare_for_training, save
-from model_files import CheckpointError, names_list
+from model_files import CheckpointError, names_list, replace_durably
 
 
 # ----------------------------------------------------------------------------- command-line flags
@@ -232,12 +233,13 @@ def apply_gradients(opt, params, grad_clip, loss):
 
 
 # ----------------------------------------------------------------------------- resumable checkpoints
-# out/checkpoint-NNNNNN/ beside the model folder's own files, the newest one kept.
+# out/checkpoint-NNNNNN/ beside the model folder's own files, the newest two kept (a damaged newest one
+# leaves the one before it to resume from).
 #   run.json               step, the run's settings, the model's config, metrics, number of processes
 #   trainable.safetensors  the trained parameters (with LoRA: only the adapters)
 #   state.pt               optimizer state and every process's RNG states (uint8 tensors), read back
 #                          with torch.load(weights_only=True): loading a checkpoint cannot run code
-CHECKPOINT = "checkpoint-"
+CHECKPOINT, KEEP = "checkpoint-", 2
 
 
 def clock(device):
@@ -266,47 +268,106 @@ def set_rng_states(states, generators):
         torch.cuda.set_rng_state(states["cuda"])
 
 
-def latest_checkpoint(out):
-    """The newest complete checkpoint folder in out, or None (a .tmp folder is an unfinished save)."""
+def checkpoints(out):
+    """The complete checkpoint folders of out, newest first (a .tmp folder is an unfinished save)."""
     done = [p for p in Path(out).glob(CHECKPOINT + "*") if p.name[len(CHECKPOINT):].isdigit()]
-    return max(done, key=lambda p: int(p.name[len(CHECKPOINT):]), default=None)
+    return sorted(done, key=lambda p: int(p.name[len(CHECKPOINT):]), reverse=True)
+
+
+def latest_checkpoint(out):
+    """The newest complete checkpoint folder in out, or None."""
+    return next(iter(checkpoints(out)), None)
 
 
 def save_checkpoint(out, step, model, opt, generators, run):
-    """Write out/checkpoint-{step} (layout above) and delete the older ones. Atomic: the folder is
-    written as checkpoint-{step}.tmp and renamed when whole, and older checkpoints are deleted only
-    after that, so a kill during a save leaves the previous checkpoint intact. Every process calls
-    this (their RNG states are gathered); rank 0 writes. Returns the folder."""
-    from safetensors.torch import save_file
+    """Write out/checkpoint-{step} (layout above), keep the newest KEEP and delete older ones. Atomic and
+    durable: the folder is written as checkpoint-{step}.tmp, flushed to disk and renamed when whole,
+    and older checkpoints are deleted only after that, so a kill or a power loss during a save leaves
+    the previous checkpoints intact. A failed write (a full disk) removes the .tmp folder and stops
+    with one line. Every process calls this (their RNG states are gathered); rank 0 writes."""
     states = all_gather(rng_states(generators))
     out = Path(out)
     final = out / f"{CHECKPOINT}{step:06d}"
     if rank_world()[0] == 0:
         tmp = out / (final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         trained = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(trained, str(tmp / "trainable.safetensors"))
-        torch.save(dict(optimizer=opt.state_dict(), rng=states), tmp / "state.pt")
-        (tmp / "run.json").write_text(json.dumps(dict(run, step=step, world_size=len(states)), indent=2) + "\n")
+        state = dict(optimizer=opt.state_dict(), rng=states)
+        try:
+            write_checkpoint(tmp, trained, state, dict(run, step=step, world_size=len(states)))
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OSError(write_failure(out, final.name, e, nbytes(trained) + nbytes(state))) from None
         if final.exists():  # an earlier run's checkpoint of the same step, in a folder this run took over
             shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in out.glob(CHECKPOINT + "*"):
-            if old != final:
-                shutil.rmtree(old)
+        replace_durably(tmp, final)
+        for old in checkpoints(out)[KEEP:]:
+            shutil.rmtree(old)
     barrier()  # every process returns once the checkpoint is on disk
     return final
 
 
+def write_checkpoint(folder, trained, state, run):
+    from safetensors.torch import save_file
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    save_file(trained, str(folder / "trainable.safetensors"))
+    torch.save(state, folder / "state.pt")
+    (folder / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+
+
+def nbytes(tree):
+    """The bytes of every tensor in a nest of dicts and lists."""
+    if torch.is_tensor(tree):
+        return tree.numel() * tree.element_size()
+    items = tree.values() if isinstance(tree, dict) else tree if isinstance(tree, (list, tuple)) else ()
+    return sum(nbytes(t) for t in items)
+
+
+def write_failure(out, name, error, need):
+    """One line for a checkpoint that could not be written: where, why, the space it needs and has."""
+    free = shutil.disk_usage(out).free
+    why = error.strerror if isinstance(error, OSError) and error.strerror else str(error).strip().rsplit(": ", 1)[-1]
+    if not isinstance(error, OSError) and free < need:  # torch.save says "unexpected pos ..." on a full disk
+        why = "no space left on the device"
+    kept = latest_checkpoint(out)
+    return (f"could not write {name} into {out} ({why}): a checkpoint needs about {need / 2 ** 20:.1f} MiB and "
+            f"{free / 2 ** 20:.1f} MiB are free; {f'{kept.name} is kept' if kept else 'no earlier checkpoint'}")
+
+
+def read_checkpoint(path):
+    """(run.json, trained tensors, state) of a checkpoint folder, every file read whole; a missing,
+    truncated or unreadable file is a CheckpointError that names it."""
+    from safetensors.torch import load_file
+    path, name = Path(path), "run.json"
+    try:
+        run = json.loads((path / name).read_text())
+        name = "trainable.safetensors"
+        trained = load_file(str(path / name))
+        name = "state.pt"
+        state = torch.load(path / name, map_location="cpu", weights_only=True)
+    except Exception as e:  # json, safetensors and torch each raise their own kinds
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path / name} is damaged ({why})") from None
+    return run, trained, state
+
+
 def resume_point(out, config, model_config, may_change):
-    """The newest checkpoint of out and its run.json, after checking that it can be continued: written
+    """The newest checkpoint of out that reads whole, after checking that it can be continued: written
     with the same settings as `config` (a dict; the names in may_change excepted: steps, evaluation,
-    logging), the same model config and the same number of processes. The error says what differs."""
-    path = latest_checkpoint(out)
-    if path is None:
+    logging), the same model config and the same number of processes. The errors say what differs.
+    Returns (path, run.json, (trained tensors, state), [a line for each damaged newer checkpoint])."""
+    found, damaged = checkpoints(out), []
+    if not found:
         raise FileNotFoundError(f"--resume: {out} holds no checkpoint ({CHECKPOINT}NNNNNN) to continue")
-    run = json.loads((path / "run.json").read_text())
+    for path in found:
+        try:
+            run, trained, state = read_checkpoint(path)
+            break
+        except CheckpointError as e:
+            damaged.append(f"--resume: {e}")
+    else:
+        raise CheckpointError(f"--resume: no checkpoint in {out} reads whole ({'; '.join(damaged)})")
+    damaged = [f"{line}: resuming from {path.name}" for line in damaged]
     now = json.loads(json.dumps(config))  # as run.json stores it
     diff = [f"--{k} {run['config'].get(k)!r} there, {v!r} now" for k, v in now.items()
             if k not in may_change and run["config"].get(k) != v]
@@ -320,15 +381,13 @@ def resume_point(out, config, model_config, may_change):
         raise ValueError(f"--resume: {path} was written by {run['world_size']} process(es), this run has {world}: "
                          f"resume with torchrun --nproc_per_node {run['world_size']} (or plain python for 1), "
                          f"so that every process gets its own RNG streams back")
-    return path, run
+    return path, run, (trained, state), damaged
 
 
-def load_checkpoint(path, model, opt, generators):
-    """Read a checkpoint into the model's trained parameters, the optimizer and the generators (this
-    process's RNG states). Only safetensors and torch.load(weights_only=True): no code can run."""
-    from safetensors.torch import load_file
-    path = Path(path)
-    trained = load_file(str(path / "trainable.safetensors"))
+def load_checkpoint(path, contents, model, opt, generators):
+    """Put a checkpoint's contents (read_checkpoint's tensors and state) into the model's trained
+    parameters, the optimizer and the generators (this process's RNG states)."""
+    trained, state = contents
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     wrong = sorted(set(trained) ^ set(params)) + [n for n in trained.keys() & params.keys()
                                                   if trained[n].shape != params[n].shape]
@@ -337,9 +396,67 @@ def load_checkpoint(path, model, opt, generators):
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(trained[n])
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     opt.load_state_dict(state["optimizer"])
     set_rng_states(state["rng"][rank_world()[0]], generators)
+
+
+# ----------------------------------------------------------------------------- one run per folder
+
+def lock_folder(out):
+    """Hold out/.lock for as long as the returned file stays open: one run per folder. The lock is the
+    operating system's (flock), so a crashed run's lock is released with its process. A folder in use
+    raises ValueError naming the process that holds it."""
+    import fcntl
+    import socket
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    f = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        who = f.read().strip() or "another process"
+        f.close()
+        raise ValueError(f"{out} is in use by another run ({who}): wait for it to end, or choose another --out") \
+            from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    return f
+
+
+RUN_FILES = ("log.jsonl", "model.safetensors")  # besides checkpoints: what a run leaves in its folder
+
+
+def earlier_run(out):
+    """The names of what an earlier run left in out (checkpoints, its log, its model); [] when none."""
+    out = Path(out)
+    return [p.name for p in sorted(out.glob(CHECKPOINT + "*"))] + [n for n in RUN_FILES if (out / n).exists()]
+
+
+def claim_out(out, resume, overwrite, rank):
+    """Lock the folder for this run (rank 0 holds the lock), and unless the run resumes, refuse one that
+    holds an earlier run, or with overwrite remove that run's checkpoints. Every process gets the same
+    answer (torchrun). Returns the lock's file (None on other processes)."""
+    lock, error = None, None
+    if rank == 0:
+        try:
+            lock = lock_folder(out)
+            found = [] if resume else earlier_run(out)
+            if found and not overwrite:
+                raise ValueError(f"{out} holds an earlier run ({names_list(found, 4)}): continue it with --resume, "
+                                 f"choose another --out, or replace it with --overwrite")
+            for old in Path(out).glob(CHECKPOINT + "*") if found else ():
+                shutil.rmtree(old)
+        except ValueError as e:
+            error = str(e)
+    error = next((e for e in all_gather(error) if e), None)
+    if error:
+        if lock:
+            lock.close()
+        raise ValueError(error)
+    return lock
 
 
 def open_log(path, keep_until=0):
@@ -353,6 +470,55 @@ def open_log(path, keep_until=0):
     return open(path, "a")
 
 
+# ----------------------------------------------------------------------------- stopping on a signal
+# SIGINT (Ctrl-C) and SIGTERM (what Slurm, Kubernetes and `docker stop` send before they kill) stop a long
+# command at its next safe point: after the training step or the evaluation batch in progress, with its
+# checkpoint or part file written. A second signal stops at once.
+SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
+class Stopped(KeyboardInterrupt):
+    """A command stopped by a signal; the message says what is kept and how to continue. run_command
+    exits with 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    def __init__(self, message, signum=signal.SIGINT, at_once=False):
+        super().__init__(message)
+        self.signum, self.at_once = signum, at_once
+
+
+class StopSignals:
+    """While active (with StopSignals("this step") as stop: ...), SIGINT and SIGTERM only ask the work to
+    stop: stop.signum is set, and the loop checks it at its next safe point. The handlers are restored
+    at the first signal, so a second one stops at once. Signal handlers live in the main thread only."""
+
+    def __init__(self, what):
+        self.what, self.signum, self.previous = what, None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._ask) for s in SIGNAL_NAMES}
+        return self
+
+    def __exit__(self, *exc):
+        self._restore()
+
+    def _restore(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def _ask(self, signum, frame):
+        self.signum = signum
+        self._restore()
+        name = SIGNAL_NAMES[signum]
+        print(f"\n{name}: stopping after {self.what} ({name} again stops at once)", file=sys.stderr, flush=True)
+
+
+def stop_at_once(signum, frame):
+    """SIGTERM outside a StopSignals block: stop as Ctrl-C does (a Stopped exception, not a silent death)."""
+    raise Stopped(f"stopped at once by {SIGNAL_NAMES[signum]}", signum, at_once=True)
+
+
 # ----------------------------------------------------------------------------- the run scaffold
 
 class Run:
@@ -360,35 +526,36 @@ class Run:
 
         with Run(cfg, "sft", "sft_config.json", RESUME_MAY_CHANGE) as run:   # joins torchrun
             ...check the settings and the data...
-            run.check_resume(model_config)              # --resume: is the checkpoint continuable?
+            run.check_resume(model_config)              # lock --out; --resume: is the checkpoint continuable?
             model, tokenizer, params = run.load_model() # then the weights are read
             ...make the optimiser and the generators...
             run.begin(model, opt, tokenizer, generators, evaluate)   # resume or start; open the log
-            for step in run.steps("loss"):              # progress bar, Ctrl-C, checkpoints
+            for step in run.steps("loss"):              # progress bar, signals, checkpoints
                 run.log(one_step(...), "a line to print")  # then: evaluation when due, log record
 
-    Only rank 0 prints and writes files. After each step, when due: the held-out evaluation (which
-    also saves the model into cfg.out), the log record, a resumable checkpoint (every
-    cfg.save_every steps, at the last step and on Ctrl-C, which then stops the run). After the last
-    step the model and the settings are saved. A non-finite loss or gradient (FloatingPointError)
-    stops the run with the step and the last good checkpoint in its message."""
+    Only rank 0 prints and writes files. The run holds a lock on cfg.out, and a fresh run refuses a
+    folder that holds an earlier run unless cfg.overwrite. After each step, when due: the held-out
+    evaluation (which also saves the model into cfg.out), the log record, a resumable checkpoint
+    (every cfg.save_every steps, at the last step and on SIGINT or SIGTERM, which then stop the run).
+    After the last step the model and the settings are saved. A non-finite loss or gradient
+    (FloatingPointError) stops the run with the step and the last good checkpoint in its message."""
 
     def __init__(self, cfg, name, config_file, may_change):
         self.cfg, self.name, self.config_file, self.may_change = cfg, name, config_file, may_change
         self.rank, self.world, cfg.device = init_distributed(cfg.device)
         self.out = Path(cfg.out)
-        self.step, self.resumed, self.log_file, self.previous_handler = None, None, None, None
-        self.stop_requested = False
+        self.step, self.resumed, self.log_file, self.lock = None, None, None, None
+        self.signals = StopSignals("this step, with a checkpoint")
         self.metrics = dict(accuracy=None)  # what run.json keeps besides the settings
 
     def __enter__(self):
         return self
 
     def __exit__(self, kind, error, tb):
-        if self.previous_handler is not None:
-            signal.signal(signal.SIGINT, self.previous_handler)
-        if self.log_file is not None:
-            self.log_file.close()
+        self.signals._restore()
+        for f in (self.log_file, self.lock):
+            if f is not None:
+                f.close()
         if kind is FloatingPointError and self.step is not None:
             last = latest_checkpoint(self.out) or "none (none written yet)"
             raise FloatingPointError(f"{error} at step {self.step}; stopped without saving, "
@@ -400,11 +567,15 @@ class Run:
             tqdm.write(line)
 
     def check_resume(self, model_config):
-        """With --resume, find the newest checkpoint and check that this run can continue it, before
-        any weight is read (resume_point)."""
+        """Lock cfg.out for this run (claim_out: a fresh run refuses an earlier run's folder unless
+        --overwrite); with --resume, find the newest checkpoint that reads whole and check that this
+        run can continue it, before any weight is read (resume_point)."""
         self.model_config = model_config
+        self.lock = claim_out(self.out, self.cfg.resume, getattr(self.cfg, "overwrite", False), self.rank)
         if self.cfg.resume:
             self.resumed = resume_point(self.out, asdict(self.cfg), model_config, self.may_change)
+            for line in self.resumed[3]:
+                self.print(line)
 
     def load_model(self):
         """(model, tokenizer, the parameters to train) of cfg.model, on cfg.device: with LoRA adapters
@@ -422,8 +593,8 @@ class Run:
         self.model, self.opt, self.tokenizer, self.generators = model, opt, tokenizer, generators
         self.evaluate, self.start = evaluate, 0
         if self.resumed:
-            path, run = self.resumed
-            load_checkpoint(path, model, opt, generators)
+            path, run, contents, _ = self.resumed
+            load_checkpoint(path, contents, model, opt, generators)
             self.start, self.metrics = run["step"], run["metrics"]
         elif evaluate_first:
             first = self.evaluate()
@@ -449,27 +620,27 @@ class Run:
         return f"step {step:5d} | held-out accuracy {result['accuracy']:.2%}{others}"
 
     def steps(self, show):
-        """Yield the steps start+1 .. cfg.steps with a progress bar (showing the record's `show`); Ctrl-C
-        only asks the loop to stop after the step in progress. After each step: the evaluation when
-        due, the log record, the checkpoint when due, and the stop on Ctrl-C. Then the final save."""
+        """Yield the steps start+1 .. cfg.steps with a progress bar (showing the record's `show`); SIGINT
+        and SIGTERM only ask the loop to stop after the step in progress. After each step: the
+        evaluation when due, the log record, the checkpoint when due, and the stop on a signal. Then
+        the final save."""
         from tqdm import tqdm
         cfg = self.cfg
-        if threading.current_thread() is threading.main_thread():  # signal handlers live there only
-            self.previous_handler = signal.signal(signal.SIGINT, self._on_ctrl_c)
-        bar = tqdm(range(self.start + 1, cfg.steps + 1), desc=self.name, disable=self.rank != 0)
-        for step in bar:
-            self.step = step
-            yield step
-            bar.set_postfix({show: f"{self.record[show]:.3f}"})
-            if self.evaluate and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-                result = self.evaluate()
-                self.record.update(result)
-                self.metrics["accuracy"] = result["accuracy"]
-                self.print(self.figures(step, result))
-                if self.rank == 0:
-                    save(self.model, self.out, self.tokenizer)
-            self.write_log(self.record)
-            self.after_step(step)
+        with self.signals:
+            bar = tqdm(range(self.start + 1, cfg.steps + 1), desc=self.name, disable=self.rank != 0)
+            for step in bar:
+                self.step = step
+                yield step
+                bar.set_postfix({show: f"{self.record[show]:.3f}"})
+                if self.evaluate and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+                    result = self.evaluate()
+                    self.record.update(result)
+                    self.metrics["accuracy"] = result["accuracy"]
+                    self.print(self.figures(step, result))
+                    if self.rank == 0:
+                        save(self.model, self.out, self.tokenizer)
+                self.write_log(self.record)
+                self.after_step(step)
         if self.rank == 0:
             save(self.model, self.out, self.tokenizer)
             (self.out / self.config_file).write_text(json.dumps(asdict(cfg), indent=2))
@@ -481,39 +652,40 @@ class Run:
         if line:
             self.print(f"step {self.step:5d} | {line}")
 
-    def _on_ctrl_c(self, signum, frame):
-        self.stop_requested = True
-        signal.signal(signal.SIGINT, self.previous_handler)  # a second Ctrl-C interrupts at once
-        print("\nCtrl-C: stopping after this step, with a checkpoint (Ctrl-C again stops at once)", file=sys.stderr,
-              flush=True)
-
     def after_step(self, step):
-        """A checkpoint every save_every steps, at the last step and on Ctrl-C (reaching this process or,
-        under torchrun, any process: all agree); then, on Ctrl-C, stop with a KeyboardInterrupt that
-        says where the checkpoint is. Stopping in the middle of a step would leave the weights between
-        two optimiser steps (diffu-GRPO takes mu per step), a state no checkpoint could continue exactly."""
+        """A checkpoint every save_every steps, at the last step and on a stop signal (reaching this
+        process or, under torchrun, any process: all agree); then, on a signal, stop with Stopped,
+        whose message says where the checkpoint is. Stopping in the middle of a step would leave the
+        weights between two optimiser steps (diffu-GRPO takes mu per step), a state no checkpoint
+        could continue exactly."""
         cfg = self.cfg
-        stop = all_reduce_sum([float(self.stop_requested)])[0] > 0
-        if stop or step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
+        signum = next((s for s in all_gather(self.signals.signum) if s), None)
+        if signum or step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
             run = dict(config=asdict(cfg), model_config=asdict(self.model_config), metrics=self.metrics)
             path = save_checkpoint(self.out, step, self.model, self.opt, self.generators, run)
-        if stop:
-            raise KeyboardInterrupt(f"stopped by Ctrl-C after step {step}; checkpoint in {path}, "
-                                    f"continue with --resume")
+        if signum:
+            raise Stopped(f"stopped by {SIGNAL_NAMES[signum]} after step {step}; checkpoint in {path}, "
+                          f"continue with --resume", signum)
 
 
 def run_command(run, out):
-    """A command's main (the training scripts', sample.py --task's): run(), with configuration and data
-    mistakes and a non-finite loss as one `error: ...` line, Ctrl-C as exit status 130 (after its
-    checkpoint; a KeyboardInterrupt with a message says what is kept), the process group closed."""
+    """A command's main (the training scripts', sample.py --task's, reproduce.py's): run(), with
+    configuration and data mistakes, a non-finite loss and a failed write (a full disk) as one
+    `error: ...` line; a stop by Ctrl-C or SIGTERM (after its checkpoint; Stopped says what is kept)
+    as exit status 130 or 143; the process group closed. SIGTERM outside a step stops as Ctrl-C does."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, stop_at_once)
     try:
         run()
-    except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as e:
+    except (ValueError, OSError, ImportError, FloatingPointError) as e:
         raise SystemExit(f"error: {e}")
     except KeyboardInterrupt as e:
         print(f"interrupted: {e}" if str(e) else f"interrupted; the last checkpoint in {out} is kept", file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(128 + getattr(e, "signum", signal.SIGINT))
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         close_distributed()
 
 
@@ -522,15 +694,22 @@ def run_command(run, out):
 # joins them into out/<name>.jsonl when every batch is done: a killed run loses at most the batches in
 # progress, and torchrun's processes share the missing batches.
 
+@contextmanager
 def claim_folder(out, settings, rank):
-    """Use the folder out for an evaluation with these settings (a dict, kept in out/eval_settings.json):
-    one that holds an evaluation with other settings is refused; process 0 writes them."""
+    """Use the folder out for an evaluation with these settings (a dict, kept in out/eval_settings.json)
+    while the with block lasts: locked to this run (process 0 holds the lock), and one that holds an
+    evaluation with other settings is refused; process 0 writes them."""
     out, saved = Path(out), Path(out) / "eval_settings.json"
     if saved.is_file() and json.loads(saved.read_text()) != settings:
         raise ValueError(f"{out} holds an evaluation with other settings ({saved}): choose another --out or delete it")
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(settings, indent=2))
+    lock = claim_out(out, resume=True, overwrite=False, rank=rank)  # the same settings continue: no overwrite check
+    try:
+        if rank == 0:
+            saved.write_text(json.dumps(settings, indent=2))
+        yield
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 class Parts:

@@ -36,13 +36,15 @@ import json
 import math
 import sys
 from pathlib import Path
+from signal import SIGINT
 
 import torch
 import torch.nn.functional as F
 
 import tasks
 from model import PRESETS, KVCache, default_device, load_model
-from runs import Parts, barrier, claim_folder, init_distributed, over_processes, run_command
+from runs import (SIGNAL_NAMES, Parts, StopSignals, Stopped, barrier, claim_folder, init_distributed,
+                  over_processes, run_command)
 
 REMASKING = ("low_confidence", "random")
 CACHES = ("none", "prefix", "dual")
@@ -349,22 +351,31 @@ def eval_run(model, tokenizer, task, examples, settings, out, decoding, rank=0, 
     The items go in fixed batches of settings["batch_size"]; each finished batch is written to its own
     part file (runs.Parts), which makes the run resumable (a killed run loses at most the batches in
     progress, and a batch's answers do not depend on when or where it runs) and lets torchrun
-    processes share the batches. Process 0 joins the parts in order.
+    processes share the batches. Process 0 joins the parts in order. SIGINT or SIGTERM stops the run
+    after the batch in progress (Stopped); the folder is locked to this run while it lasts.
     Returns {length: (accuracy %, passes per answer)} on process 0."""
+    with claim_folder(out, {k: v for k, v in settings.items() if k != "lengths"}, rank):  # a length may be added
+        return eval_batches(model, tokenizer, task, examples, settings, out, decoding, rank, world)
+
+
+def eval_batches(model, tokenizer, task, examples, settings, out, decoding, rank, world):
     from tqdm import tqdm
     B, style = settings["batch_size"], prompt_style(model.config)
-    claim_folder(out, {k: v for k, v in settings.items() if k != "lengths"}, rank)  # a length may be added later
     n_batches = math.ceil(len(examples) / B)
     parts = {length: Parts(out, f"{task.name}-{length}") for length in settings["lengths"]}
     todo = {length: p.missing(n_batches, rank, world) for length, p in parts.items()}
     barrier()  # every process has read the same missing batches before any is written
     bar = tqdm(total=sum(min(B, len(examples) - k * B) for ks in todo.values() for k in ks), unit="item",
                desc=f"evaluating {task.name}", disable=rank != 0)
-    for length, batches in todo.items():
-        kw = {**length_settings(length, settings["steps_per_token"], settings["block_length"]), **decoding}
-        for k in batches:
-            parts[length].write(k, batch_records(model, tokenizer, task, examples, k * B, B, style, settings, kw))
-            bar.update(len(examples[k * B:(k + 1) * B]))
+    with StopSignals("this batch, with its part file") as stop:
+        for length, batches in todo.items():
+            kw = {**length_settings(length, settings["steps_per_token"], settings["block_length"]), **decoding}
+            for k in batches:
+                parts[length].write(k, batch_records(model, tokenizer, task, examples, k * B, B, style, settings, kw))
+                bar.update(len(examples[k * B:(k + 1) * B]))
+                if stop.signum:
+                    raise Stopped(f"stopped by {SIGNAL_NAMES[stop.signum]} after batch {k} of length {length}; the "
+                                  f"finished batches are kept in {out}: the same command continues", stop.signum)
     bar.close()
     barrier()
     if rank != 0:
@@ -463,8 +474,11 @@ def evaluate_command(args):
                     temperature=args.temperature, batch_size=args.batch_size, seed=args.seed, **decoding)
     try:
         summary = eval_run(model, tokenizer, task, examples, settings, args.out, decoding, rank, world)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"the finished batches are kept in {args.out}; the same command continues") from None
+    except KeyboardInterrupt as e:  # a second signal, or one outside the batches: at once
+        if isinstance(e, Stopped) and not e.at_once:
+            raise
+        raise Stopped(f"stopped at once; the finished batches are kept in {args.out}: the same command continues",
+                      getattr(e, "signum", SIGINT)) from None
     if rank == 0:
         lines = [f"| length | items | accuracy (%) | forward passes per answer |", "|---|---|---|---|"]
         lines += [f"| {n} | {len(examples)} | {acc:.2f} | {passes:.1f} |" for n, (acc, passes) in summary.items()]
@@ -477,7 +491,7 @@ def evaluate_command(args):
 def main(argv=None):
     from tqdm import tqdm
     args = parse_args(argv)
-    if args.task:  # one error line, Ctrl-C as exit status 130, the process group closed: as sft.py's main
+    if args.task:  # one error line, a signal as exit status 130 or 143, the process group closed: as sft.py's main
         return run_command(lambda: evaluate_command(args), args.out)
     try:  # the settings first: a mistake costs no loading
         check_settings(args.gen_length, args.steps, args.block_length, args.remasking, args.temperature, args.cfg_scale)

@@ -27,7 +27,7 @@ Departures:
 
 Several processes (torchrun, one GPU each): every process draws the same whole batch and masks and
 computes the loss of its own rows over the whole batch's normaliser (sft_step); runs.py holds the
-rest of the plumbing (gradient sum, checkpoints, --resume, Ctrl-C, the log).
+rest of the plumbing (gradient sum, checkpoints, --resume, Ctrl-C and SIGTERM, the log).
 """
 import json
 import time
@@ -77,9 +77,10 @@ class SFTConfig:
     lora_targets: str = option("q_proj,k_proj,v_proj", "projections that get adapters (d1's SFT: q, k, v)")
     grad_ckpt: bool = option(False, "gradient checkpointing per block (recompute activations in backward)")
     out: str = option("runs/sft-toy", "folder for the model, its checkpoints and log.jsonl")
-    save_every: int = option(100, "write a resumable checkpoint every this many steps (also at the end, on Ctrl-C)",
-                             must=">= 0")
+    save_every: int = option(100, "write a resumable checkpoint every this many steps (also at the end, on "
+                             "Ctrl-C or SIGTERM)", must=">= 0")
     resume: bool = option(False, "continue the run in --out from its newest checkpoint (--steps may grow)")
+    overwrite: bool = option(False, "replace an earlier run in --out (its checkpoints and log) instead of stopping")
     seed: int = option(0, "seed of the weights, the data order and the masks", must=">= 0")
     device: str = option(default_device(), "cuda, mps or cpu")
 
@@ -94,8 +95,8 @@ MODEL_DEFAULTS = {"llada-8b": dict(task="s1k", lr=1e-5, warmup=0, schedule="line
                                    lora_dropout=0.05, grad_ckpt=True, out="runs/sft-llada-8b", n_eval=64)}
 
 # Settings that --resume lets differ from the checkpoint's: none of them changes the training itself.
-RESUME_MAY_CHANGE = ("steps", "resume", "device", "out", "log_every", "eval_every", "save_every", "n_eval",
-                     "micro_batch", "test_data", "gen_length", "block_length", "diffusion_steps")
+RESUME_MAY_CHANGE = ("steps", "resume", "overwrite", "device", "out", "log_every", "eval_every", "save_every",
+                     "n_eval", "micro_batch", "test_data", "gen_length", "block_length", "diffusion_steps")
 
 
 # ----------------------------------------------------------------------------- the objective
@@ -264,8 +265,8 @@ def sft_step(net, opt, params, tokenizer, pairs, cfg, g, step):
 def train(cfg, train_examples=None, test_examples=None):
     """Run masked SFT; returns (model, final held-out accuracy or None). Example lists, when given,
     replace the task's data (reproduce.py builds its own distributions). Under torchrun, every
-    process calls this. Ctrl-C stops after the step in progress, writes a checkpoint and raises
-    KeyboardInterrupt; a non-finite loss raises FloatingPointError and writes nothing."""
+    process calls this. Ctrl-C or SIGTERM stops after the step in progress, writes a checkpoint and
+    raises runs.Stopped; a non-finite loss raises FloatingPointError and writes nothing."""
     with Run(cfg, "sft", "sft_config.json", RESUME_MAY_CHANGE) as run:
         task, mcfg, tokenizer = setup(cfg, run.world)
         style = prompt_style(mcfg)

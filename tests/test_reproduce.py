@@ -4,6 +4,7 @@ import json
 import pytest
 
 import reproduce
+from conftest import read_log
 
 
 def test_quick_run_writes_every_row_and_reruns_only_what_changed(tmp_path, monkeypatch):
@@ -93,3 +94,28 @@ def test_a_task_without_toy_distributions_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="toy distributions for sudoku, countdown, not 'gsm8k'"):
         reproduce.main(["--tasks", "gsm8k", "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_a_reproduction_stopped_by_sigterm_continues_to_the_same_table(tmp_path, monkeypatch, capsys):
+    import signal
+
+    import diffu_grpo
+    args = ["--quick", "--tasks", "sudoku", "--seeds", "0", "--device", "cpu"]
+    whole = reproduce.main([*args, "--out", str(tmp_path / "whole")])
+    real, calls = diffu_grpo.train_step, []
+
+    def sigterm_after_the_first_rl_step(*a, **k):
+        out = real(*a, **k)
+        calls.append(1)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGTERM)
+        return out
+    with monkeypatch.context() as m:
+        m.setattr(diffu_grpo, "train_step", sigterm_after_the_first_rl_step)
+        with pytest.raises(SystemExit) as e:
+            reproduce.run_command(lambda: reproduce.main([*args, "--out", str(tmp_path / "cut")]), "")
+    assert e.value.code == 143 and "stopped by SIGTERM after step 1" in capsys.readouterr().err
+    again = reproduce.main([*args, "--out", str(tmp_path / "cut")])  # base and SFT continue their finished runs,
+    assert again == whole  # the RL row its step-1 checkpoint
+    rl_log = read_log(tmp_path / "cut" / "sudoku" / "seed0" / "diffu-grpo")
+    assert [r["step"] for r in rl_log if "reward" in r] == [1, 2]
