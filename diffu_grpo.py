@@ -46,9 +46,9 @@ the same for all.
 Several processes (torchrun, one GPU each): each process rolls out, scores and computes the
 advantages of all G answers of its own prompts (so group statistics need no communication); the
 prompt masks are drawn for the whole batch and the loss is normalised over the whole batch, so an
-update equals one process's update on the same rollouts. runs.py holds the plumbing (gradient sum,
-checkpoints of every generator's state, --resume, Ctrl-C and SIGTERM, the log) and the GPU memory plan that
-`--dry_run` prints (runs.memory_plan).
+update equals one process's update on the same rollouts. The plumbing lives in distributed.py (the
+gradient sum), checkpoints.py (checkpoints of every generator's state, the folder's lock) and runs.py
+(--resume, Ctrl-C and SIGTERM, the log, and the GPU memory plan that `--dry_run` prints).
 
 Shapes: N = prompts x G sequences, P prompt length, L answer length, V vocabulary.
 """
@@ -63,8 +63,10 @@ import torch.nn.functional as F
 import tasks
 from model import (LORA_TARGETS, PRESETS, config_and_tokenizer, default_device, lora_disabled,
                    read_config)
-from runs import (Run, all_gather, all_reduce_sum, apply_gradients, autocast, check_prompt_room, check_world, clock,
-                  option, over_processes, parse_config, print_plan, rank_world, run_command, share, whole_batch)
+from distributed import (all_gather, all_reduce_sum, check_world, over_processes, rank_world, share,
+                         whole_batch)
+from runs import (Run, apply_gradients, autocast, check_prompt_room, clock, option, parse_config, print_plan,
+                  run_command)
 from sample import (check_fast_settings, check_settings, decode, encode_prompt, held_out_accuracy, pick, prompt_batch,
                     prompt_style)
 

@@ -51,7 +51,8 @@ import sft
 import tasks
 from model import SMALL, build, default_device, save
 from model_files import byte_tokenizer
-from runs import latest_checkpoint, option, parse_config, run_command
+from checkpoints import latest_checkpoint
+from runs import option, parse_config, run_command
 
 
 ROWS = ("base", "sft", "diffu-grpo", "d1")

@@ -43,8 +43,9 @@ import torch.nn.functional as F
 
 import tasks
 from model import PRESETS, KVCache, default_device, load_model
-from runs import (SIGNAL_NAMES, Parts, StopSignals, Stopped, barrier, claim_folder, init_distributed,
-                  over_processes, run_command)
+from checkpoints import Parts, claim_folder
+from distributed import barrier, init_distributed, over_processes
+from runs import SIGNAL_NAMES, StopSignals, Stopped, run_command
 
 REMASKING = ("low_confidence", "random")
 CACHES = ("none", "prefix", "dual")
@@ -349,7 +350,7 @@ def eval_run(model, tokenizer, task, examples, settings, out, decoding, rank=0, 
     (question, ground_truth, generation, score, ...) per length in `out`, readable by `tasks.py score`.
 
     The items go in fixed batches of settings["batch_size"]; each finished batch is written to its own
-    part file (runs.Parts), which makes the run resumable (a killed run loses at most the batches in
+    part file (checkpoints.Parts), which makes the run resumable (a killed run loses at most the batches in
     progress, and a batch's answers do not depend on when or where it runs) and lets torchrun
     processes share the batches. Process 0 joins the parts in order. SIGINT or SIGTERM stops the run
     after the batch in progress (Stopped); the folder is locked to this run while it lasts.
@@ -480,7 +481,7 @@ def evaluate_command(args):
         raise Stopped(f"stopped at once; the finished batches are kept in {args.out}: the same command continues",
                       getattr(e, "signum", SIGINT)) from None
     if rank == 0:
-        lines = [f"| length | items | accuracy (%) | forward passes per answer |", "|---|---|---|---|"]
+        lines = ["| length | items | accuracy (%) | forward passes per answer |", "|---|---|---|---|"]
         lines += [f"| {n} | {len(examples)} | {acc:.2f} | {passes:.1f} |" for n, (acc, passes) in summary.items()]
         print(f"{task.name}, {args.model}, {', '.join(f'{k} {v}' for k, v in decoding.items()) or 'LLaDA decoding'}:")
         print("\n".join(lines))

@@ -26,8 +26,9 @@ Departures:
    (d1 trains on s1K at sequence length 4096, LLaDA-8B's maximum).
 
 Several processes (torchrun, one GPU each): every process draws the same whole batch and masks and
-computes the loss of its own rows over the whole batch's normaliser (sft_step); runs.py holds the
-rest of the plumbing (gradient sum, checkpoints, --resume, Ctrl-C and SIGTERM, the log).
+computes the loss of its own rows over the whole batch's normaliser (sft_step); distributed.py,
+checkpoints.py and runs.py hold the rest of the plumbing (gradient sum, checkpoints, --resume, Ctrl-C
+and SIGTERM, the log).
 """
 import json
 import time
@@ -39,8 +40,8 @@ import torch.nn.functional as F
 
 import tasks
 from model import config_and_tokenizer, default_device
-from runs import (Run, all_reduce_sum, apply_gradients, autocast, check_prompt_room, check_world, option, parse_config,
-                  rank_world, run_command, share)
+from distributed import all_reduce_sum, check_world, rank_world, share
+from runs import Run, apply_gradients, autocast, check_prompt_room, option, parse_config, run_command
 from sample import check_settings, encode_prompt, held_out_accuracy, prompt_style
 
 

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 import diffu_grpo as dg
 import grpo_worker
 import model
+import checkpoints
 import runs
 import sft
 import tasks
@@ -79,7 +80,7 @@ def test_diffu_grpo_ctrl_c_then_resume_equals_an_uninterrupted_run(tiny_folder, 
         ctrl_c_after(dg, "train_step", 2, m)
         with pytest.raises(SystemExit):
             dg.main(grpo_args(tiny_folder, tmp_path / "cut", *steps))
-    assert runs.latest_checkpoint(tmp_path / "cut").name == "checkpoint-000002"
+    assert checkpoints.latest_checkpoint(tmp_path / "cut").name == "checkpoint-000002"
     dg.main(grpo_args(tiny_folder, tmp_path / "cut", *steps, "--resume"))
     whole, cut = read_log(tmp_path / "whole"), read_log(tmp_path / "cut")
     assert_same_logs(whole, cut)
@@ -101,7 +102,7 @@ def test_a_kill_during_a_save_keeps_the_previous_checkpoint(tiny_folder, tmp_pat
         with pytest.raises(SystemExit, match="killed"):
             sft.main(sft_args(tiny_folder, out, "--steps", "6", "--save_every", "2"))
     assert (out / "checkpoint-000004.tmp").is_dir()  # the unfinished save
-    assert runs.latest_checkpoint(out).name == "checkpoint-000002"
+    assert checkpoints.latest_checkpoint(out).name == "checkpoint-000002"
     sft.main(sft_args(tiny_folder, out, "--steps", "6", "--save_every", "2", "--resume"))
     assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4, 5, 6]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-000004", "checkpoint-000006"]  # newest
@@ -121,7 +122,7 @@ def test_sft_nan_loss_names_the_step_and_keeps_the_last_good_checkpoint(tiny_fol
     message = str(e.value.code)
     assert message.startswith("error: loss is nan at step 3") and "checkpoint-000002" in message
     assert "\n" not in message
-    last = runs.latest_checkpoint(tmp_path / "run")
+    last = checkpoints.latest_checkpoint(tmp_path / "run")
     assert last.name == "checkpoint-000002" and json.loads((last / "run.json").read_text())["step"] == 2
 
 
@@ -138,7 +139,7 @@ def test_diffu_grpo_nan_loss_names_the_step_and_keeps_the_last_good_checkpoint(t
     with pytest.raises(SystemExit) as e:
         dg.main(grpo_args(tiny_folder, tmp_path / "run", "--steps", "4", "--save_every", "1"))
     assert str(e.value.code).startswith("error: loss is nan at step 3") and "checkpoint-000002" in str(e.value.code)
-    assert runs.latest_checkpoint(tmp_path / "run").name == "checkpoint-000002"
+    assert checkpoints.latest_checkpoint(tmp_path / "run").name == "checkpoint-000002"
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings(tiny_folder, tmp_path, monkeypatch):

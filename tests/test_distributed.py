@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import diffu_grpo as dg
 import grpo_worker
-import runs
+import distributed
 import sft
 import tasks
 from conftest import read_log
@@ -35,7 +35,7 @@ def assert_same_weights(a, b, start):
 def test_shards_make_the_whole_batch():
     for n in range(1, 12):
         for world in range(1, n + 1):
-            rows = [i for r in range(world) for i in range(n)[runs.share(n, r, world)]]
+            rows = [i for r in range(world) for i in range(n)[distributed.share(n, r, world)]]
             assert rows == list(range(n))
 
 

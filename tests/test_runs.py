@@ -1,5 +1,5 @@
-"""runs.py against what clusters do to a run: SIGTERM, a full disk, a damaged checkpoint, two runs on one
-folder, a fresh run on a finished one. Each fault is provoked for real where it can be (a signal sent to
+"""runs.py and checkpoints.py against what clusters do to a run: SIGTERM, a full disk, a damaged
+checkpoint, two runs on one folder, a fresh run on a finished one. Each fault is provoked for real where it can be (a signal sent to
 a running process, a truncated file, a second process), and each check is the one-line message, that no
 finished work is lost, and that a run that can continue continues to the same numbers."""
 import os
@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 import diffu_grpo as dg
 import grpo_worker
-import runs
+import checkpoints
 import sample
 import sft
 import tasks
@@ -93,7 +93,7 @@ def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tiny_folder
     err = capsys.readouterr().err
     assert e.value.code == 143 and "SIGTERM: stopping after this step" in err
     assert "interrupted: stopped at once by SIGTERM" in err
-    assert [p.name for p in runs.checkpoints(tmp_path / "run")] == ["checkpoint-000002"]  # step 3 was not finished
+    assert [p.name for p in checkpoints.all_checkpoints(tmp_path / "run")] == ["checkpoint-000002"]  # step 3 was not finished
 
 
 def test_sigterm_stops_the_evaluation_after_its_batch_and_the_same_command_continues(tmp_path, monkeypatch, capsys):
@@ -145,7 +145,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_previous_one_resume
 def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(tiny_folder, tmp_path, capsys):
     out = tmp_path / "run"
     sft.main(sft_args(tiny_folder, out, "--steps", "6", "--save_every", "2"))
-    assert [p.name for p in runs.checkpoints(out)] == ["checkpoint-000006", "checkpoint-000004"]  # two kept
+    assert [p.name for p in checkpoints.all_checkpoints(out)] == ["checkpoint-000006", "checkpoint-000004"]  # two kept
     damaged = out / "checkpoint-000006" / "trainable.safetensors"
     damaged.write_bytes(damaged.read_bytes()[:100])  # a truncated file
     capsys.readouterr()
@@ -156,7 +156,7 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(tiny_folder, tm
     sft.main(sft_args(tiny_folder, tmp_path / "whole", "--steps", "8", "--save_every", "2"))
     assert_same_logs(read_log(tmp_path / "whole"), read_log(out))
     assert same_weights(tmp_path / "whole", out)
-    for path in runs.checkpoints(out):
+    for path in checkpoints.all_checkpoints(out):
         (path / "state.pt").write_bytes(b"")
     with pytest.raises(SystemExit) as e:
         sft.main(sft_args(tiny_folder, out, "--steps", "10", "--resume"))
@@ -192,6 +192,6 @@ def test_a_fresh_run_on_a_finished_one_stops_unless_told_to_overwrite(tiny_folde
     assert (out / "model.safetensors").read_bytes() == before and len(read_log(out)) == 4  # nothing touched
     sft.main(sft_args(tiny_folder, out, "--steps", "2", "--lr", "0.002", "--overwrite"))
     sft.main(sft_args(tiny_folder, tmp_path / "fresh", "--steps", "2", "--lr", "0.002"))
-    assert [p.name for p in runs.checkpoints(out)] == ["checkpoint-000002"]  # the earlier run's are gone
+    assert [p.name for p in checkpoints.all_checkpoints(out)] == ["checkpoint-000002"]  # the earlier run's are gone
     assert_same_logs(read_log(tmp_path / "fresh"), read_log(out))
     assert same_weights(tmp_path / "fresh", out)
