@@ -20,7 +20,8 @@ Then (--accuracy) the held-out accuracy of LLaDA's exact sampler against Fast-dL
 Sudoku and Countdown, with the full forward passes per answer: a small model is trained for each
 task the first time (runs/bench/, about a minute each) and reused afterwards. Then (--estimators) the
 bias, spread and cost of every log-likelihood estimate of diffu_grpo.ESTIMATORS against LLaDA's
-bound computed exactly over every mask of short answers; `--presets ''` skips the presets.
+bound computed exactly over every mask of short answers, and against the exact likelihood of the
+path the sampler took (d2, TraceRL); `--presets ''` skips the presets.
 
 The baseline does what LLaDA's generate.py and d1's trainer do: logits for the whole sequence at
 every step and in every training forward pass, float64 "Gumbel" noise and a float64 softmax over the
@@ -344,63 +345,80 @@ ESTIMATOR_ROWS = {  # name: (--estimator, GRPOConfig changes, advantage sign)
     "coupled": ("coupled", {}, 1.0),
     "spg, A >= 0 (ELBO)": ("spg", {}, 1.0),
     "spg, A < 0 (0.5 EUBO + 0.5 ELBO)": ("spg", {}, -1.0),
+    "trajectory, merge 1 (the path)": ("trajectory", dict(merge_steps=1), 1.0),
+    "trajectory, merge 2": ("trajectory", dict(merge_steps=2), 1.0),
+    "trajectory, merge 4": ("trajectory", dict(merge_steps=4), 1.0),
 }
 
 
 def estimator_answers(device, folder, n, L):
     """n toy-Sudoku prompts and the first L tokens of an answer sampled from the bench's Sudoku model
-    at temperature 1 (what RL scores), short enough for exact_elbo's 2^L - 1 masks."""
+    at temperature 1 (what RL scores; L = 8 is short enough for exact_elbo's 2^L - 1 masks), with
+    the step at which the sampler committed each of them (16 steps, one token each)."""
     net = accuracy_model("sudoku", device, folder / "sft-sudoku").eval()
     tok, task = byte_tokenizer(), tasks.get_task("sudoku")
     prompt, am = sample.prompt_batch(tok, task, task.generate(n, seed=2, split="test"), "toy", device)
-    g = torch.Generator(device).manual_seed(0)
+    g, path = torch.Generator(device).manual_seed(0), sample.PathRecorder(prompt.shape[1], tok.mask_id)
     out = sample.generate(net, prompt, gen_length=16, steps=16, block_length=16, temperature=1.0,
-                          mask_id=tok.mask_id, attention_mask=am, generator=g)
-    return net, tok.mask_id, prompt, am, out[:, prompt.shape[1]:prompt.shape[1] + L]
+                          mask_id=tok.mask_id, attention_mask=am, generator=g, on_step=path)
+    return net, tok.mask_id, prompt, am, out[:, prompt.shape[1]:prompt.shape[1] + L], path.order[:, :L]
 
 
-def estimator_batch(prompt, am, completion, index, sign):
+def estimator_batch(prompt, am, completion, order, index, sign):
     """The rows `index` of the answers as a rollout batch (every position is answer) whose advantages
     all have the given sign: what an estimator's noise and terms take."""
     return dict(prompt=prompt[index], attention_mask=None if am is None else am[index], completion=completion[index],
-                mask=torch.ones_like(completion[index], dtype=torch.bool),
+                mask=torch.ones_like(completion[index], dtype=torch.bool), order=order[index],
                 adv=torch.full((len(index),), sign, device=prompt.device))
 
 
 @torch.no_grad()
-def estimate(net, mask_id, prompt, am, completion, row, passes, draws, g):
+def estimate(net, mask_id, prompt, am, completion, order, row, passes, draws, g):
     """draws estimates (draws, n) of each answer's sequence log-likelihood by one ESTIMATOR_ROWS row,
-    each averaging as many estimates as fit in `passes` forward passes (K-copy estimates: K = passes)."""
+    each averaging as many estimates as fit in `passes` forward passes (K-copy estimates: K = passes;
+    the trajectory's passes are its own: one per group of merged steps), and the passes it took."""
     name, changes, sign = row
     cfg = diffu_grpo.GRPOConfig(estimator=name, mc_samples=passes, block_length=completion.shape[1], device="cpu",
                                 **changes)
     est, n = diffu_grpo.ESTIMATORS[name], len(prompt)
-    batch = estimator_batch(prompt, am, completion, torch.arange(draws * n) % n, sign)  # (draws * n, ...)
-    repeats = passes // est.passes(cfg)
+    batch = estimator_batch(prompt, am, completion, order, torch.arange(draws * n) % n, sign)  # (draws * n, ...)
+    repeats = max(1, passes // est.passes(cfg))
     total = 0
     for _ in range(repeats):
         noise = est.noise(diffu_grpo.uniforms(g, draws * n), batch, cfg, prompt.shape[1])
         total = total + est.terms(net, batch, noise, cfg, mask_id).sum(1).cpu()
-    return (total / repeats).view(draws, n)
+    return (total / repeats).view(draws, n), repeats * est.passes(cfg)
+
+
+def against(reference, net, mask_id, prompt, am, completion, order, passes, draws, g):
+    """Bias, spread and rmse of every ESTIMATOR_ROWS row against reference (n,) exact values."""
+    out = {}
+    for label, row in ESTIMATOR_ROWS.items():
+        est, used = estimate(net, mask_id, prompt, am, completion, order, row, passes, draws, g)  # (draws, n)
+        err = est - reference
+        out[label] = dict(bias=err.mean().item(), sd=est.var(0).mean().sqrt().item(),  # over draws, per answer
+                          rmse=err.pow(2).mean().sqrt().item(), exact=reference.mean().item(), passes=used)
+    return out
 
 
 def bench_estimators(device, folder, n=8, L=8, passes=6, draws=256, batch=64):
     """Bias and standard deviation of each estimate of log p(o | q) against LLaDA's bound computed
     exactly (diffu_grpo.exact_elbo) on n answers of L tokens, at `passes` forward passes per estimate;
-    and the seconds of one update (forward and backward of the estimate) on `batch` answers."""
-    net, mask_id, prompt, am, completion = estimator_answers(device, folder, n, L)
-    exact = diffu_grpo.exact_elbo(net, prompt, completion, mask_id, am)  # (n,)
+    against the exact likelihood of the path the sampler took (trajectory_terms, one pass per step) on
+    the whole 16-token answers; and the seconds of one update (forward and backward of the estimate)
+    on `batch` answers."""
+    net, mask_id, prompt, am, completion, order = estimator_answers(device, folder, n, 16)
+    short, short_order = completion[:, :L], order[:, :L]
+    exact = diffu_grpo.exact_elbo(net, prompt, short, mask_id, am)  # (n,)
     g = torch.Generator().manual_seed(0)
-    out = {}
-    for label, row in ESTIMATOR_ROWS.items():
-        est = estimate(net, mask_id, prompt, am, completion, row, passes, draws, g)  # (draws, n)
-        err = est - exact
-        out[label] = dict(bias=err.mean().item(), sd=est.var(0).mean().sqrt().item(),  # over draws, per answer
-                          rmse=err.pow(2).mean().sqrt().item(), exact=exact.mean().item())
+    out = against(exact, net, mask_id, prompt, am, short, short_order, passes, draws, g)
+    with torch.no_grad():
+        path = diffu_grpo.trajectory_terms(net, prompt, completion, order, mask_id, attention_mask=am).sum(1)  # (n,)
+    out["path"] = against(path, net, mask_id, prompt, am, completion, order, passes, draws // 4, g)
     net.train()
     for label, (name, changes, sign) in ESTIMATOR_ROWS.items():
         cfg = diffu_grpo.GRPOConfig(estimator=name, block_length=16, device="cpu", **changes)
-        b = estimator_batch(prompt, am, completion, torch.arange(batch) % n, sign)
+        b = estimator_batch(prompt, am, short, short_order, torch.arange(batch) % n, sign)
         est = diffu_grpo.ESTIMATORS[name]
         def update():
             noise = est.noise(diffu_grpo.uniforms(g, batch), b, cfg, prompt.shape[1])
@@ -413,12 +431,20 @@ def bench_estimators(device, folder, n=8, L=8, passes=6, draws=256, batch=64):
 
 
 def print_estimators(r, n=8, L=8, passes=6, batch=64):
+    rows = {k: v for k, v in r.items() if k != "path"}
     print(f"\nlog p(o | q) estimates against LLaDA's bound computed exactly over all {2 ** L - 1} masks "
-          f"(toy Sudoku, {n} sampled answers of {L} tokens, mean exact bound {next(iter(r.values()))['exact']:.3f}), "
-          f"{passes} forward passes per estimate; one update = forward and backward on {batch} answers:")
-    for label, x in r.items():
+          f"(toy Sudoku, {n} sampled answers of {L} tokens, mean exact bound {next(iter(rows.values()))['exact']:.3f}), "
+          f"{passes} forward passes per estimate (the trajectory's: its own); one update = forward and backward "
+          f"on {batch} answers:")
+    for label, x in rows.items():
         print(f"  {label:34s} bias {x['bias']:+8.3f} | sd {x['sd']:6.3f} | rmse {x['rmse']:6.3f} | "
-              f"update: {x['update_passes']} passes, {1e3 * x['update_s']:6.1f} ms")
+              f"{x['passes']:2d} passes | update: {x['update_passes']} passes, {1e3 * x['update_s']:6.1f} ms")
+    path = r["path"]
+    print(f"the same estimates against the exact log-likelihood of the path the sampler took (the whole 16-token "
+          f"answers, 16 steps of one token; mean {next(iter(path.values()))['exact']:.3f}):")
+    for label, x in path.items():
+        print(f"  {label:34s} bias {x['bias']:+8.3f} | sd {x['sd']:6.3f} | rmse {x['rmse']:6.3f} | "
+              f"{x['passes']:2d} passes")
 
 
 # ----------------------------------------------------------------------------- printing

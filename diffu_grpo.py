@@ -67,8 +67,8 @@ from distributed import (all_gather, all_reduce_sum, check_world, over_processes
                          whole_batch)
 from runs import (Run, apply_gradients, autocast, check_prompt_room, clock, option, parse_config, print_plan,
                   run_command)
-from sample import (check_fast_settings, check_settings, decode, encode_prompt, held_out_accuracy, pick, prompt_batch,
-                    prompt_style)
+from sample import (PathRecorder, check_fast_settings, check_settings, decode, encode_prompt, held_out_accuracy, pick,
+                    prompt_batch, prompt_style)
 
 
 @dataclass
@@ -90,13 +90,18 @@ class GRPOConfig:
     beta: float = option(0.0, "weight of the k3 KL to the reference policy (d1: 0.04)", must=">= 0")
     epsilon: float = option(0.2, "clip range of the ratio", must="> 0")
     estimator: str = option("one-step", "log-likelihood estimate: one-step (d1), mc-elbo (VRPO/ESPO), coupled "
-                                        "(coupled-GRPO), spg (SPG's sandwich); docs/estimators.md")
+                                        "(coupled-GRPO), spg (SPG's sandwich), trajectory (d2, TraceRL: the path the "
+                                        "sampler took); docs/estimators.md")
     loss: str = option("grpo", "grpo (clipped ratio, Eq. 4) or wd1 (wd1's ratio-free weighted likelihood)")
     mc_samples: int = option(2, "mc-elbo and spg: masked copies of each answer (forward passes per estimate)",
                              must=">= 1")
     spg_omega: float = option(0.5, "spg: weight of the upper bound (EUBO) for answers with negative advantage",
                               must="in [0, 1]")
     spg_beta: float = option(1.5, "spg: the EUBO's beta (>= 1; SPG: 1.0 for Sudoku, 1.5 otherwise)", must=">= 1")
+    merge_steps: int = option(1, "trajectory: consecutive sampler steps scored by one forward pass (d2's "
+                                 "StepMerge; 1: the exact path likelihood)", must=">= 1")
+    ar_order: bool = option(False, "rollouts decode one token per step, left to right (JustGRPO): the trajectory "
+                                   "estimate is then the exact sequence log-likelihood")
     lr: float = option(5e-5, "learning rate (constant)", must="> 0")
     weight_decay: float = option(0.1, "AdamW weight decay", must=">= 0")
     grad_clip: float = option(0.2, "gradient-norm clip", must="> 0")
@@ -312,6 +317,28 @@ def spg_terms(model, prompt, completion, mask_id, noise, adv, answer_mask, omega
     return torch.where(negative, omega * eubo + (1 - omega) * elbo, elbo)
 
 
+# ----------------------------------------------------------------------------- beyond d1: the path the sampler took
+
+def trajectory_terms(model, prompt, completion, order, mask_id, merge_steps=1, attention_mask=None):
+    """The likelihood of the path the sampler took (d2, arXiv 2509.21474, Sec. 3-4; TraceRL, arXiv
+    2509.06949), per answer token: log p(o^k | q, the answer as it stood before the step that committed
+    o^k), order (N, L) the step of each commit (sample.PathRecorder). With merge_steps m > 1, the steps
+    go in groups of m consecutive steps (d2's StepMerge), each group conditioned on the state before
+    its first step: one forward pass per group instead of per step. (N, L); a position never
+    committed (-1) adds 0. With m = 1 the sum over the answer is the exact path log-likelihood; with
+    one group it is d1's fully masked pass without prompt masking."""
+    group = torch.where(order >= 0, order // merge_steps, -1).to(completion.device)  # (N, L)
+    terms = torch.zeros(completion.shape, device=completion.device)
+    for g in group[group >= 0].unique().tolist():
+        rows = (group == g).any(1).nonzero()[:, 0]  # (n,) the answers with a commit in group g
+        before = group[rows] >= g  # (n, L) what was still masked before group g: its own and later commits
+        am = None if attention_mask is None else attention_mask[rows]
+        logp = answer_logps(model, prompt[rows], completion[rows], before, mask_id, am)  # (n, L)
+        mine = torch.zeros_like(terms).index_copy(0, rows, logp)  # (N, L)
+        terms = torch.where(group == g, mine, terms)
+    return terms
+
+
 def grpo_token_loss(logp, old_logp, ref_logp, adv, epsilon, beta):
     """Per-token loss of Eq. 4 (negated, to minimise): -min(rho A, clip(rho, 1-eps, 1+eps) A)
     + beta KL, rho = exp(logp - old_logp), KL by the k3 estimator exp(ref - logp) - (ref - logp) - 1.
@@ -408,27 +435,50 @@ def estimate_spg(model, rows, noise, cfg, mask_id):
                      cfg.spg_omega, cfg.spg_beta, rows["attention_mask"])
 
 
+def draws_trajectory(rand, batch, cfg, prompt_width):
+    return {}  # nothing is drawn: the path is the rollout's own (batch["order"])
+
+
+def estimate_trajectory(model, rows, noise, cfg, mask_id):
+    """d2 / TraceRL: the path the sampler took, --merge_steps steps per forward pass."""
+    return trajectory_terms(model, rows["prompt"], rows["completion"], rows["order"], mask_id, cfg.merge_steps,
+                            rows["attention_mask"])
+
+
+def one_pass(cfg):
+    return 1
+
+
+def mc_passes(cfg):
+    return cfg.mc_samples
+
+
+def coupled_passes(cfg):
+    return 3
+
+
+def step_passes(cfg):
+    """At most: the rollout's steps over --merge_steps (fewer where Fast-dLLM's threshold ends a block early)."""
+    return math.ceil(rollout_settings(cfg)["steps"] / cfg.merge_steps)
+
+
 @dataclass(frozen=True)
 class Estimator:
     """A log-likelihood estimate for the policy loss (--estimator): noise, its draws_ function; terms, its
     estimate_ function (above); level "token": one ratio per answer token (d1's Eq. 4), "sequence": one
-    per answer, from the sum of the terms (ESPO); passes(cfg): the forward passes of one estimate,
-    passes_per_copy times --mc_samples for an estimator of K masked copies."""
+    per answer, from the sum of the terms (ESPO); passes(cfg): the forward passes of one estimate."""
     noise: Callable
     terms: Callable
     level: str
-    passes_per_copy: int = 1
-    copies: bool = False
-
-    def passes(self, cfg):
-        return self.passes_per_copy * (cfg.mc_samples if self.copies else 1)
+    passes: Callable
 
 
 ESTIMATORS = {
-    "one-step": Estimator(draws_one_step, estimate_one_step, "token"),  # d1, Sec. 3.1
-    "mc-elbo": Estimator(draws_mc_elbo, estimate_mc_elbo, "sequence", copies=True),  # VRPO, ESPO
-    "coupled": Estimator(draws_coupled, estimate_coupled, "token", passes_per_copy=3),  # coupled-GRPO
-    "spg": Estimator(draws_spg, estimate_spg, "sequence", copies=True),  # SPG
+    "one-step": Estimator(draws_one_step, estimate_one_step, "token", one_pass),  # d1, Sec. 3.1
+    "mc-elbo": Estimator(draws_mc_elbo, estimate_mc_elbo, "sequence", mc_passes),  # VRPO, ESPO
+    "coupled": Estimator(draws_coupled, estimate_coupled, "token", coupled_passes),  # coupled-GRPO
+    "spg": Estimator(draws_spg, estimate_spg, "sequence", mc_passes),  # SPG
+    "trajectory": Estimator(draws_trajectory, estimate_trajectory, "token", step_passes),  # d2, TraceRL
 }
 LOSSES = ("grpo", "wd1")
 
@@ -469,9 +519,9 @@ def rollout(policy, tokenizer, task, examples, cfg, style, generator):
     prompt, am = prompt_batch(tokenizer, task, examples, style, cfg.device)
     prompt = prompt.repeat_interleave(G, dim=0)  # (N, P), the G copies of a prompt are adjacent
     am = None if am is None else am.repeat_interleave(G, dim=0)
-    kw = dict(gen_length=cfg.gen_length, steps=cfg.diffusion_steps, block_length=cfg.block_length,
-              temperature=cfg.temperature, mask_id=tokenizer.mask_id, attention_mask=am, generator=generator)
-    out = decode(policy, prompt, threshold=cfg.threshold, cache=cfg.cache, **kw)  # (N, P + L); Fast-dLLM opt-in
+    path = PathRecorder(prompt.shape[1], tokenizer.mask_id)  # the step of each commit, for --estimator trajectory
+    out = decode(policy, prompt, temperature=cfg.temperature, mask_id=tokenizer.mask_id, attention_mask=am,
+                 generator=generator, on_step=path, **rollout_settings(cfg))  # (N, P + L)
     completion = out[:, prompt.shape[1]:]  # (N, L)
     texts = [tokenizer.decode(row) for row in completion.tolist()]
     repeated = [ex for ex in examples for _ in range(G)]
@@ -482,7 +532,16 @@ def rollout(policy, tokenizer, task, examples, cfg, style, generator):
     group_tokens = mask.view(-1, G).sum(1).repeat_interleave(G).float()  # (N,) answer tokens of each group
     return dict(prompt=prompt, attention_mask=am, completion=completion, texts=texts, rewards=rewards,
                 names=names, total=total, adv=group_advantages(total, G, cfg.scale_rewards).to(cfg.device),
-                mask=mask, group_tokens=group_tokens)
+                mask=mask, group_tokens=group_tokens, order=path.order)
+
+
+def rollout_settings(cfg):
+    """The rollouts' decoding: the sampler's steps and blocks, with Fast-dLLM's threshold and cache when
+    on; with --ar_order one token per step, left to right (blocks of 1, JustGRPO), LLaDA's sampler."""
+    if cfg.ar_order:
+        return dict(gen_length=cfg.gen_length, steps=cfg.gen_length, block_length=1)
+    return dict(gen_length=cfg.gen_length, steps=cfg.diffusion_steps, block_length=cfg.block_length,
+                threshold=cfg.threshold, cache=cfg.cache)
 
 
 @torch.no_grad()
@@ -516,7 +575,7 @@ def fixed_terms(model, noises, batch, cfg, mask_id, chunks):
             for noise in noises]
 
 
-BATCH_TENSORS = ("prompt", "attention_mask", "completion", "adv", "mask", "group_tokens")  # a rollout batch's rows
+BATCH_TENSORS = ("prompt", "attention_mask", "completion", "adv", "mask", "group_tokens", "order")  # a batch's rows
 
 
 def rows_of(tensors, c, keys=BATCH_TENSORS):

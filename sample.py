@@ -217,6 +217,23 @@ def fast_generate(model, prompt, *, gen_length, steps, block_length, temperature
     return x
 
 
+class PathRecorder:
+    """An on_step callback that records the path the sampler took: order (B, L), the step at which each
+    answer position was committed (counting every step of the sampler from 0; -1: never). The
+    trajectory estimate (diffu_grpo.trajectory_terms; d2, TraceRL) scores the answer along it. One
+    comparison of the answer with [MASK] per step."""
+
+    def __init__(self, prompt_width, mask_id):
+        self.P, self.mask_id, self.step, self.order = prompt_width, mask_id, 0, None
+
+    def __call__(self, x):
+        committed = x[:, self.P:] != self.mask_id  # (B, L)
+        if self.order is None:
+            self.order = torch.full(committed.shape, -1, dtype=torch.long, device=x.device)
+        self.order[committed & (self.order < 0)] = self.step
+        self.step += 1
+
+
 def decode(model, prompt, *, threshold=0.0, cache="none", **settings):
     """LLaDA's reverse process (generate), or Fast-dLLM's decoding (fast_generate) when its confidence
     threshold (0: off) or its KV cache ("none": off) is on. settings: generate's."""

@@ -80,3 +80,20 @@ def test_memory_measurement_prints_nothing_of_the_profilers():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=bench.Path(bench.__file__).parent)
     assert run.returncode == 0 and int(run.stdout) >= 4000 and "USDT" not in run.stderr + run.stdout
+
+
+def test_estimator_rows_measure_against_the_exact_path_and_the_path_row_matches_it():
+    import diffu_grpo
+    import sample
+    net = model.build(CFG).eval()
+    prompt, path = torch.randint(0, 256, (3, 6), generator=torch.Generator().manual_seed(0)), sample.PathRecorder(6, 257)
+    out = sample.generate(net, prompt, gen_length=16, steps=16, block_length=16, temperature=1.0, mask_id=257,
+                          generator=torch.Generator().manual_seed(1), on_step=path)
+    completion = out[:, 6:]
+    with torch.no_grad():
+        exact = diffu_grpo.trajectory_terms(net, prompt, completion, path.order, 257).sum(1)  # (3,)
+    r = bench.against(exact, net, 257, prompt, None, completion, path.order, 4, 4, torch.Generator().manual_seed(2))
+    assert set(r) == set(bench.ESTIMATOR_ROWS)
+    assert r["trajectory, merge 1 (the path)"]["rmse"] < 1e-4 and r["trajectory, merge 1 (the path)"]["passes"] == 16
+    assert r["trajectory, merge 4"]["passes"] == 4 and r["mc-elbo"]["passes"] == 4
+    assert r["one-step, p_mask 0"]["sd"] == 0 and r["one-step, p_mask 0.15 (d1)"]["sd"] > 0

@@ -258,3 +258,65 @@ def test_sequence_level_ratio_is_one_per_answer_and_clipped_as_a_whole():
     torch.testing.assert_close(kl, 0.5 * (seq - ref) ** 2 / length)  # ESPO's k2
     torch.testing.assert_close(loss, torch.tensor([-1.0, -1.2, 0.8]) + 0.1 * kl)  # min(rho A, clip(rho) A)
     assert clipped.tolist() == [False, True, True]
+
+
+def sampled_path(model, prompt, temperature=1.0, seed=0, **settings):
+    """An answer sampled with LLaDA's sampler, the recorded path, and the probability the sampler gave each
+    token as it committed it ({(row, answer position): p}, from its confidence scores)."""
+    import sample
+    seen, windows = {}, []
+    real_window, real_commit = sample.exact_window, sample.commit
+
+    def window(x, end, mask_id):
+        windows.append(real_window(x, end, mask_id))
+        return windows[-1]
+
+    def commit(xw, x0, score, k, mask_id):
+        was = xw == mask_id
+        real_commit(xw, x0, score, k, mask_id)
+        for r, j in ((was & (xw != mask_id)).nonzero()).tolist():
+            seen[(r, windows[-1].start + j - prompt.shape[1])] = score[r, j].item()
+    path = sample.PathRecorder(prompt.shape[1], MASK)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(sample, "exact_window", window)
+        m.setattr(sample, "commit", commit)
+        out = sample.generate(model, prompt, mask_id=MASK, temperature=temperature, on_step=path,
+                              generator=torch.Generator().manual_seed(seed), **settings)
+    return out[:, prompt.shape[1]:], path.order, seen
+
+
+def test_replaying_the_recorded_path_gives_the_probabilities_the_sampler_saw(tiny):
+    prompt = torch.randint(0, 300, (3, 6), generator=torch.Generator().manual_seed(5))
+    completion, order, seen = sampled_path(tiny, prompt, gen_length=8, steps=8, block_length=4)
+    assert (order >= 0).all() and sorted(order[0].tolist()) == list(range(8))  # one commit per step here
+    terms = dg.trajectory_terms(tiny, prompt, completion, order, MASK)  # (3, 8), one pass per step
+    assert len(seen) == 24
+    for (r, k), p in seen.items():
+        assert math.exp(terms[r, k].item()) == pytest.approx(p, rel=1e-5)
+
+
+def test_merged_steps_condition_each_group_on_the_state_before_it(tiny):
+    prompt = torch.randint(0, 300, (2, 5), generator=torch.Generator().manual_seed(6))
+    completion, order, _ = sampled_path(tiny, prompt, gen_length=8, steps=8, block_length=8)
+    one_group = dg.trajectory_terms(tiny, prompt, completion, order, MASK, merge_steps=8)
+    torch.testing.assert_close(one_group, dg.per_token_logps(tiny, prompt, completion, MASK))  # all masked: d1
+    pairs = dg.trajectory_terms(tiny, prompt, completion, order, MASK, merge_steps=2)
+    for b in range(2):  # by hand: the tokens of steps 2g, 2g+1 see the answer as it was before step 2g
+        for k in range(8):
+            before = order[b:b + 1] >= 2 * (order[b, k] // 2)
+            expected = _logp(tiny, prompt[b:b + 1], completion[b:b + 1], before)[k]
+            assert pairs[b, k].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_ar_order_rollouts_make_the_trajectory_the_exact_sequence_likelihood(tiny):
+    """One token per step, left to right: the path's likelihood is the chain rule's, prod_k p(o^k | q, o^<k)."""
+    cfg = dg.GRPOConfig(gen_length=6, ar_order=True)
+    prompt = torch.randint(0, 300, (2, 5), generator=torch.Generator().manual_seed(7))
+    completion, order, _ = sampled_path(tiny, prompt, **dg.rollout_settings(cfg))
+    assert order.tolist() == [list(range(6))] * 2
+    seq = dg.trajectory_terms(tiny, prompt, completion, order, MASK).sum(1)
+    for b in range(2):
+        by_hand = sum(_logp(tiny, prompt[b:b + 1], completion[b:b + 1], torch.arange(6)[None] >= k)[k] for k in range(6))
+        assert seq[b].item() == pytest.approx(by_hand.item(), abs=1e-4)
+    assert dg.ESTIMATORS["trajectory"].passes(cfg) == 6
+    assert dg.ESTIMATORS["trajectory"].passes(dg.GRPOConfig(diffusion_steps=16, merge_steps=4)) == 4

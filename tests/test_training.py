@@ -65,9 +65,10 @@ def test_diffu_grpo_raises_an_easy_reward(block_length, threshold, cache):
     assert sum(rewards[-5:]) / 5 > 0.5  # most answer characters are now '7'
 
 
-@pytest.mark.parametrize("estimator,loss", [("mc-elbo", "grpo"), ("coupled", "grpo"), ("spg", "grpo"),
-                                           ("one-step", "wd1")])
-def test_every_estimator_and_loss_raises_an_easy_reward(estimator, loss, small_path):
+@pytest.mark.parametrize("estimator,loss,ar_order", [("mc-elbo", "grpo", False), ("coupled", "grpo", False),
+                                                    ("spg", "grpo", False), ("trajectory", "grpo", False),
+                                                    ("trajectory", "grpo", True), ("one-step", "wd1", False)])
+def test_every_estimator_and_loss_raises_an_easy_reward(estimator, loss, ar_order, small_path):
     """The successors' estimators and wd1's loss (docs/estimators.md) learn the same easy reward as d1's."""
     policy = model.build(SMALL, seed=1)
     ref = model.build(SMALL, seed=1).requires_grad_(False)
@@ -75,7 +76,7 @@ def test_every_estimator_and_loss_raises_an_easy_reward(estimator, loss, small_p
     cfg = dg.GRPOConfig(num_generations=8, mu=2, lr=3e-3, gen_length=8, block_length=4, diffusion_steps=8,
                         temperature=1.0, beta=0.04 if estimator == "coupled" else 0.0, grad_clip=1.0, device="cpu",
                         threshold=0.0, estimator=estimator, loss=loss,  # ESPO's k2 KL at 0.04 holds the policy still
-                        model=str(small_path))
+                        ar_order=ar_order, model=str(small_path))
     dg.setup(cfg)  # the settings pass their own checks
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     g, gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
