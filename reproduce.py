@@ -58,8 +58,12 @@ from runs import option, parse_config, run_command
 ROWS = ("base", "sft", "diffu-grpo", "d1")
 # Rows beyond d1: d1's run from the SFT model with another log-likelihood estimate or loss
 BEYOND = {"mc-elbo": dict(estimator="mc-elbo"), "coupled": dict(estimator="coupled"), "spg": dict(estimator="spg"),
-          "wd1": dict(loss="wd1")}
+          "wd1": dict(loss="wd1"),
+          # the path the sampler took (d2, TraceRL): exact, with four steps per pass (StepMerge), in AR order (JustGRPO)
+          "trajectory": dict(estimator="trajectory"), "trajectory-m4": dict(estimator="trajectory", merge_steps=4),
+          "ar-order": dict(estimator="trajectory", ar_order=True)}
 RL_ROWS = {"diffu-grpo": ("base", {}), "d1": ("sft", {}), **{row: ("sft", c) for row, c in BEYOND.items()}}
+RL_SAMPLER = dict(gen_length=16, block_length=16, diffusion_steps=16)  # the rollouts: 16-token answers, 16 steps
 
 
 @dataclass
@@ -172,8 +176,8 @@ def run_task(name, seed, cfg, out, rows, done=()):
         models["sft"], _ = sft.train(continued(tuned, sft.RESUME_MAY_CHANGE), sft_set, val)
     rl = diffu_grpo.GRPOConfig(steps=cfg.rl_steps, lr=cfg.rl_lr, temperature=cfg.temperature, mu=cfg.mu,
                                prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
-                               p_mask=cfg.p_mask, beta=cfg.beta, threshold=cfg.threshold, gen_length=16,
-                               block_length=16, diffusion_steps=16, mc_samples=cfg.mc_samples,
+                               p_mask=cfg.p_mask, beta=cfg.beta, threshold=cfg.threshold, **RL_SAMPLER,
+                               mc_samples=cfg.mc_samples,
                                spg_beta=getattr(cfg, f"{name}_spg_beta"), **{**common, "eval_every": cfg.rl_eval_every})
     for row in rows:
         if row in RL_ROWS:
@@ -280,7 +284,8 @@ def costs(out, names, seeds, rows, cfg):
     lines = ["| row | passes per estimate | rollouts (s) | old log-probs (s) | updates (s) |", "|---|---|---|---|---|"]
     for row in rows:
         change = RL_ROWS[row][1]
-        passes = diffu_grpo.ESTIMATORS[change.get("estimator", "one-step")].passes(cfg)
+        row_cfg = diffu_grpo.GRPOConfig(mc_samples=cfg.mc_samples, **RL_SAMPLER, **change)
+        passes = diffu_grpo.ESTIMATORS[row_cfg.estimator].passes(row_cfg)
         runs = [rollouts for name in names for rollouts, _ in rl_logs(out, name, seeds, row)]
         spent = [sum(sum(r[k] for r in rollouts) for rollouts in runs) / len(runs)
                  for k in ("gen_s", "logp_s", "update_s")]

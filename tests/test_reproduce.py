@@ -34,15 +34,16 @@ def test_quick_run_writes_every_row_and_reruns_only_what_changed(tmp_path, monke
     trained = []  # rows beyond d1: only they are trained, from the stored SFT model
     monkeypatch.setattr(reproduce, "run_task", lambda *a: trained.append(a[4]) or real(*a))
     more = reproduce.main(["--quick", "--tasks", "sudoku", "--seeds", "1", "--out", str(tmp_path), "--device", "cpu",
-                           "--rows", "sft,d1,wd1,coupled"])
-    assert trained == [["wd1", "coupled"]]
-    assert list(more["sudoku"][0]) == ["sft", "d1", "wd1", "coupled"]
+                           "--rows", "sft,d1,wd1,coupled,trajectory-m4,ar-order"])
+    assert trained == [["wd1", "coupled", "trajectory-m4", "ar-order"]]
+    assert list(more["sudoku"][0]) == ["sft", "d1", "wd1", "coupled", "trajectory-m4", "ar-order"]
     assert {k: more["sudoku"][0][k] for k in ("sft", "d1")} == {k: results["sudoku"][1][k] for k in ("sft", "d1")}
     stored = json.loads((tmp_path / "sudoku" / "seed1" / "result.json").read_text())["result"]
-    assert set(stored) == {"base", "sft", "diffu-grpo", "d1", "wd1", "coupled"}
+    assert set(stored) == {"base", "sft", "diffu-grpo", "d1", "wd1", "coupled", "trajectory-m4", "ar-order"}
     lines = reproduce.orderings(more).splitlines()
-    assert [line.split(" =")[0] for line in lines] == ["sudoku: d1 - sft", "sudoku: wd1 - d1", "sudoku: wd1 - sft",
-                                                      "sudoku: coupled - d1", "sudoku: coupled - sft"]
+    assert [line.split(" =")[0] for line in lines][:5] == ["sudoku: d1 - sft", "sudoku: wd1 - d1", "sudoku: wd1 - sft",
+                                                          "sudoku: coupled - d1", "sudoku: coupled - sft"]
+    assert read_log(tmp_path / "sudoku" / "seed1" / "ar-order")[1]["answer_len"] > 0  # its rollouts ran
     spent = reproduce.costs(tmp_path, ["sudoku"], [1], ["d1", "wd1", "coupled"], reproduce.ReproConfig()).splitlines()
     assert [line.split(" | ")[:2] for line in spent[2:]] == [["| d1", "1"], ["| wd1", "1"], ["| coupled", "3"]]
     gen_s = sum(r["gen_s"] for r in reproduce.rl_logs(tmp_path, "sudoku", [1], "wd1")[0][0])
