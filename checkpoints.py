@@ -134,6 +134,14 @@ def read_checkpoint(path):
     return run, trained, state
 
 
+def settings_diff(there, config, may_change):
+    """How the settings `config` (a dict) differ from a checkpoint's run.json settings `there`, the names
+    in may_change excepted: ["--lr 0.001 there, 0.002 now", ...]; [] when a run may continue it."""
+    now = json.loads(json.dumps(config))  # as run.json stores it
+    return [f"--{k} {there.get(k)!r} there, {v!r} now" for k, v in now.items()
+            if k not in may_change and there.get(k) != v]
+
+
 def resume_point(out, config, model_config, may_change):
     """The newest checkpoint of out that reads whole, after checking that it can be continued: written
     with the same settings as `config` (a dict; the names in may_change excepted: steps, evaluation,
@@ -151,9 +159,7 @@ def resume_point(out, config, model_config, may_change):
     else:
         raise CheckpointError(f"--resume: no checkpoint in {out} reads whole ({'; '.join(damaged)})")
     damaged = [f"{line}: resuming from {path.name}" for line in damaged]
-    now = json.loads(json.dumps(config))  # as run.json stores it
-    diff = [f"--{k} {run['config'].get(k)!r} there, {v!r} now" for k, v in now.items()
-            if k not in may_change and run["config"].get(k) != v]
+    diff = settings_diff(run["config"], config, may_change)
     diff += [f"model {k} {run['model_config'].get(k)!r} there, {v!r} now" for k, v in asdict(model_config).items()
              if run["model_config"].get(k) != v]
     if diff:
@@ -230,8 +236,9 @@ def claim_out(out, resume, overwrite, rank):
             if found and not overwrite:
                 raise ValueError(f"{out} holds an earlier run ({names_list(found, 4)}): continue it with --resume, "
                                  f"choose another --out, or replace it with --overwrite")
-            for old in Path(out).glob(CHECKPOINT + "*") if found else ():
-                shutil.rmtree(old)
+            if found:  # and overwrite: the earlier run's checkpoints go (its log and model are rewritten)
+                for old in Path(out).glob(CHECKPOINT + "*"):
+                    shutil.rmtree(old)
         except ValueError as e:
             error = str(e)
     error = next((e for e in all_gather(error) if e), None)
@@ -254,7 +261,7 @@ def open_log(path, keep_until=0):
 
 
 # ----------------------------------------------------------------------------- resumable part files
-# sample.py --task writes one part file per finished batch, out/.parts/<name>/NNNNNN.jsonl (atomic), and
+# sample.py --task writes one part file per finished batch, out/.parts/<name>/NNNNNN.jsonl (durably), and
 # joins them into out/<name>.jsonl when every batch is done: a killed run loses at most the batches in
 # progress, and torchrun's processes share the missing batches.
 
@@ -297,14 +304,14 @@ class Parts:
         """Batch k's records (dicts), one JSON line each, written atomically."""
         tmp = self.file(k).with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-        os.replace(tmp, self.file(k))
+        replace_durably(tmp, self.file(k))
 
     def join(self, n_batches):
         """Join the parts in order into the output (once, atomically) and remove them; returns its records."""
         if not self.final.is_file():
             text = "".join(self.file(k).read_text(encoding="utf-8") for k in range(n_batches))
             self.final.with_suffix(".tmp").write_text(text, encoding="utf-8")
-            os.replace(self.final.with_suffix(".tmp"), self.final)
+            replace_durably(self.final.with_suffix(".tmp"), self.final)
             shutil.rmtree(self.folder)
             if not any(self.folder.parent.iterdir()):
                 self.folder.parent.rmdir()

@@ -51,7 +51,7 @@ import sft
 import tasks
 from model import SMALL, build, default_device, save
 from model_files import byte_tokenizer
-from checkpoints import latest_checkpoint
+from checkpoints import latest_checkpoint, settings_diff
 from runs import option, parse_config, run_command
 
 
@@ -196,8 +196,7 @@ def continued(run_cfg, may_change):
         there = json.loads((last / "run.json").read_text())["config"] if last else None
     except (OSError, ValueError, KeyError):
         there = None
-    now = json.loads(json.dumps(asdict(run_cfg)))  # as run.json stores it
-    same = there is not None and all(there.get(k) == v for k, v in now.items() if k not in may_change)
+    same = there is not None and not settings_diff(there, asdict(run_cfg), may_change)  # as --resume compares
     return replace(run_cfg, resume=same, overwrite=not same)
 
 

@@ -157,16 +157,16 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc):
-        self._restore()
+        self.restore()
 
-    def _restore(self):
+    def restore(self):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
         self.previous = {}
 
     def _ask(self, signum, frame):
         self.signum = signum
-        self._restore()
+        self.restore()
         name = SIGNAL_NAMES[signum]
         print(f"\n{name}: stopping after {self.what} ({name} again stops at once)", file=sys.stderr, flush=True)
 
@@ -209,7 +209,7 @@ class Run:
         return self
 
     def __exit__(self, kind, error, tb):
-        self.signals._restore()
+        self.signals.restore()  # the steps' generator may be left mid-loop
         for f in (self.log_file, self.lock):
             if f is not None:
                 f.close()

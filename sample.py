@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 
 import tasks
-from model import PRESETS, KVCache, default_device, load_model
 from checkpoints import Parts, claim_folder
 from distributed import barrier, init_distributed, over_processes
+from model import PRESETS, KVCache, default_device, load_model
 from runs import SIGNAL_NAMES, StopSignals, Stopped, run_command
 
 REMASKING = ("low_confidence", "random")
@@ -390,7 +390,7 @@ def eval_batches(model, tokenizer, task, examples, settings, out, decoding, rank
             kw = {**length_settings(length, settings["steps_per_token"], settings["block_length"]), **decoding}
             for k in batches:
                 parts[length].write(k, batch_records(model, tokenizer, task, examples, k * B, B, style, settings, kw))
-                bar.update(len(examples[k * B:(k + 1) * B]))
+                bar.update(min(B, len(examples) - k * B))
                 if stop.signum:
                     raise Stopped(f"stopped by {SIGNAL_NAMES[stop.signum]} after batch {k} of length {length}; the "
                                   f"finished batches are kept in {out}: the same command continues", stop.signum)
