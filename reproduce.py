@@ -34,9 +34,10 @@ The toy analogue of d1's setting (docs/reproduction.md):
   rl_eval_every steps the RL runs score it greedily (accuracy) and with one sampled answer per
   prompt under fixed noise (val_reward), the curves of rewards.png.
 
-A finished task and seed leaves result.json in its folder; running again with the same settings
-reuses it, so an interrupted reproduction continues where it stopped, and asking for more rows trains
-only those. The rows beyond d1 are d1's RL run from the same SFT model with another log-likelihood
+A finished task and seed leaves result.json in its folder (each row's accuracy and its score on
+every held-out item); running again with the same settings reuses it, so an interrupted reproduction
+continues where it stopped, and asking for more rows trains only those. Each difference is reported
+twice: paired over seeds, and with the trained models fixed, paired over the items of every seed. The rows beyond d1 are d1's RL run from the same SFT model with another log-likelihood
 estimate or loss (diffu_grpo.py --estimator, --loss); their curves go to estimators.png.
 """
 import json
@@ -49,7 +50,7 @@ import diffu_grpo
 import sample
 import sft
 import tasks
-from model import SMALL, build, default_device, save
+from model import SMALL, build, default_device, load, save
 from model_files import byte_tokenizer
 from checkpoints import latest_checkpoint, settings_diff
 from runs import option, parse_config, run_command
@@ -184,7 +185,7 @@ def run_task(name, seed, cfg, out, rows, done=()):
             start, change = RL_ROWS[row]
             row_cfg = replace(rl, model=str(folder / start), out=str(folder / row), **change)
             models[row], _, _ = diffu_grpo.train(continued(row_cfg, diffu_grpo.RESUME_MAY_CHANGE), prompts, val)
-    return {row: held_out(m, name, test)[0] for row, m in models.items()}
+    return {row: item_scores(m, name, test) for row, m in models.items()}
 
 
 def continued(run_cfg, may_change):
@@ -206,6 +207,11 @@ def held_out(model, name, test):
                            block_length=16, batch_size=256)
 
 
+def item_scores(model, name, test):
+    """The model's score on each held-out item, in order; their mean is the row's accuracy."""
+    return [score for _, score in held_out(model, name, test)[1]]
+
+
 SHARED = ("tasks", "rows", "seeds", "out", "device")  # options that do not change one task-seed's result
 
 
@@ -223,17 +229,41 @@ def cached_task(name, seed, cfg, out, rows):
     path, settings = out / name / f"seed{seed}" / "result.json", task_settings(name, cfg)
     earlier = json.loads(path.read_text()) if path.is_file() else {}
     if earlier.get("settings") != settings or "minutes" not in earlier:
-        earlier = dict(result={}, minutes=0.0)
+        earlier = dict(settings=settings, result={}, minutes=0.0)
+    earlier.setdefault("items", {})
     missing = [row for row in rows if row not in earlier["result"]]
     if not missing:
         print(f"{name} seed {seed}: the result of an earlier run with these settings, {path}")
     else:
         t0 = time.time()
-        earlier["result"].update(run_task(name, seed, cfg, out, missing, earlier["result"]))
+        for row, scores in run_task(name, seed, cfg, out, missing, earlier["result"]).items():
+            earlier["result"][row], earlier["items"][row] = sum(scores) / len(scores), scores
         earlier["minutes"] += (time.time() - t0) / 60
-        path.write_text(json.dumps(dict(settings=settings, result=earlier["result"], minutes=earlier["minutes"]),
-                                   indent=2))
+        path.write_text(result_text(earlier))
     return {row: earlier["result"][row] for row in rows}, earlier["minutes"]
+
+
+def result_text(stored):
+    """result.json's text: indented JSON, with each row's per-item scores on one line."""
+    head = json.dumps({k: v for k, v in stored.items() if k != "items"}, indent=2)[:-2]
+    rows = ",\n".join(f"    {json.dumps(row)}: {json.dumps(scores)}" for row, scores in stored["items"].items())
+    return head + ',\n  "items": {\n' + rows + "\n  }\n}\n"
+
+
+def stored_items(out, name, seed, cfg, rows):
+    """Each row's per-item scores of one task and seed, from result.json (cached_task's file). A row
+    stored without them (result.json from before they were kept) is scored again from its checkpoint,
+    which gives its stored accuracy back (greedy decoding, fixed items), and the scores are added."""
+    path = out / name / f"seed{seed}" / "result.json"
+    stored = json.loads(path.read_text())
+    items = stored.setdefault("items", {})
+    again = [row for row in rows if row not in items and (path.parent / row / "model.safetensors").is_file()]
+    if again:
+        test = distributions(name, cfg, seed)[-1]
+        for row in again:
+            items[row] = item_scores(load(path.parent / row), name, test)
+        path.write_text(result_text(stored))
+    return items
 
 
 def mean_se(values):
@@ -259,20 +289,37 @@ def table(results):
 ORDERINGS = (("d1", "sft"), ("diffu-grpo", "base"), ("d1", "diffu-grpo"), ("diffu-grpo", "sft"))
 
 
+def compared(have):
+    """The pairs (a, b) to report a - b for: d1's claimed orderings, and each row beyond d1 against d1 and SFT."""
+    pairs = [(a, b) for a, b in ORDERINGS if a in have and b in have]
+    return pairs + [(row, other) for row in have if row in BEYOND for other in ("d1", "sft") if other in have]
+
+
 def orderings(results):
     """For each of d1's claimed orderings and task (and each row beyond d1 against d1 and SFT): the
     mean paired difference in points over seeds, its paired standard error, how many seeds it holds on."""
     lines = []
     for name, per_seed in results.items():
-        have = per_seed[0]
-        pairs = [(a, b) for a, b in ORDERINGS if a in have and b in have]
-        pairs += [(row, other) for row in have if row in BEYOND for other in ("d1", "sft") if other in have]
-        for a, b in pairs:
+        for a, b in compared(per_seed[0]):
             diffs = [(r[a] - r[b]) * 100 for r in per_seed]
             mean, se = mean_se(diffs)
             z = f", {mean / se:.1f} paired SE" if se > 0 else ""
             lines.append(f"{name}: {a} - {b} = {mean:+.1f} points{z}, "
                          f"holds on {sum(d > 0 for d in diffs)} of {len(diffs)} seeds")
+    return "\n".join(lines)
+
+
+def item_orderings(items):
+    """The same differences with the trained models held fixed: paired over the held-out items of
+    every seed pooled (items: {task: [{row: per-item scores} per seed]}), so that training noise is not
+    in the standard error; the stricter yardstick for rows whose seed-to-seed spread is small."""
+    lines = []
+    for name, per_seed in items.items():
+        for a, b in compared([row for row in per_seed[0] if all(row in s for s in per_seed)]):
+            diffs = [(x - y) * 100 for s in per_seed for x, y in zip(s[a], s[b])]
+            mean, se = mean_se(diffs)
+            z = f", {mean / se:.1f} item-paired SE" if se > 0 else ""
+            lines.append(f"{name}: {a} - {b} = {mean:+.2f} points{z} over {len(diffs)} items")
     return "\n".join(lines)
 
 
@@ -380,8 +427,12 @@ def main(argv=None):
     print(table(results))
     paired = orderings(results)
     print(f"\nd1's orderings, paired over seeds:\n{paired}")
+    items = {name: [stored_items(out, name, seed, cfg, rows) for seed in seeds] for name in names}
+    by_item = item_orderings(items)
+    print(f"\nthe same with the models fixed, paired over items:\n{by_item}")
     (out / "results.json").write_text(json.dumps(dict(config=asdict(cfg), results=results, minutes=total,
-                                                      task_minutes=minutes, orderings=paired.splitlines()), indent=2))
+                                                      task_minutes=minutes, orderings=paired.splitlines(),
+                                                      item_orderings=by_item.splitlines()), indent=2))
     if "diffu-grpo" in rows and "d1" in rows:
         plot(out, names, seeds)
     beyond = [row for row in rows if row in BEYOND]

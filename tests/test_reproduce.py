@@ -15,6 +15,15 @@ def test_quick_run_writes_every_row_and_reruns_only_what_changed(tmp_path, monke
         assert set(per_seed) == set(reproduce.ROWS) and all(0 <= v <= 1 for v in per_seed.values())
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["results"] == results and saved["config"]["quick"]
+    stored = json.loads((tmp_path / "sudoku" / "seed0" / "result.json").read_text())
+    for row, scores in stored["items"].items():  # per item scores: 32 test items, their mean the accuracy
+        assert len(scores) == 32 and sum(scores) / 32 == pytest.approx(stored["result"][row], abs=1e-12)
+    del stored["items"]["d1"]  # a result.json without d1's item scores: scored again from the checkpoint
+    (tmp_path / "sudoku" / "seed0" / "result.json").write_text(json.dumps(stored))
+    cfg = reproduce.ReproConfig(**reproduce.QUICK, quick=True, device="cpu")
+    again = reproduce.stored_items(tmp_path, "sudoku", 0, cfg, ["sft", "d1"])
+    assert sum(again["d1"]) / 32 == pytest.approx(results["sudoku"][0]["d1"], abs=1e-12)
+    assert saved["item_orderings"][0].startswith("sudoku: d1 - sft = ") and "over 64 items" in saved["item_orderings"][0]
     minutes = saved["task_minutes"]["sudoku"]  # per task-seed; the total counts reused ones too
     assert len(minutes) == 2 and saved["minutes"] == pytest.approx(sum(minutes))
     for row in ("base", "sft", "diffu-grpo", "d1"):
@@ -81,6 +90,16 @@ def test_orderings_are_paired_differences_over_seeds():
     assert lines[0] == "sudoku: d1 - sft = +5.3 points, 8.0 paired SE, holds on 3 of 3 seeds"  # diffs 6, 4, 6
     assert lines[1] == "sudoku: diffu-grpo - base = +4.3 points, 13.0 paired SE, holds on 3 of 3 seeds"  # 4, 5, 4
     assert lines[3].startswith("sudoku: diffu-grpo - sft = -8.7 points") and lines[3].endswith("0 of 3 seeds")
+
+
+def test_item_orderings_pool_the_items_of_every_seed():
+    items = {"sudoku": [dict(sft=[0, 1, 1, 0], d1=[1, 1, 1, 0], wd1=[1, 1, 1, 1]),
+                        dict(sft=[1, 0], d1=[1, 1], wd1=[0, 1])]}
+    lines = reproduce.item_orderings(items).splitlines()
+    # d1 - sft over 6 items: 1, 0, 0, 0, 0, 1 (x100): mean 33.33, sd 51.64, SE 21.08
+    assert lines[0] == "sudoku: d1 - sft = +33.33 points, 1.6 item-paired SE over 6 items"
+    assert lines[1] == "sudoku: wd1 - d1 = +0.00 points, 0.0 item-paired SE over 6 items"  # 0, 0, 0, 1, -1, 0
+    assert [line.split(" =")[0] for line in lines] == ["sudoku: d1 - sft", "sudoku: wd1 - d1", "sudoku: wd1 - sft"]
 
 
 def test_noise_band_is_the_residual_std_of_a_moving_average_over_sqrt_window():
