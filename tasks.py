@@ -1,4 +1,5 @@
-"""The four benchmarks of d1: GSM8K, MATH500, Countdown and Sudoku (data, prompts, rewards, scoring).
+"""The four benchmarks of d1: GSM8K, MATH500, Countdown and Sudoku (data, prompts, rewards, scoring),
+and Chains, a generated toy analogue of GSM8K whose answers are worked steps.
 
 d1 (Zhao et al. 2025, arXiv 2504.12216) evaluates on these tasks (Sec. 4) and trains one
 diffu-GRPO model per task with rule-based rewards (Sec. 3.2 and the appendix). The paper only
@@ -18,7 +19,7 @@ Usage
 
 Interface: TASKS / get_task(name) -> a task with
     load(path, split)              Examples from a local file (or folder); `download` knows the source
-    generate(n, seed, split)       Sudoku and Countdown only: seeded, reproducible
+    generate(n, seed, split)       Sudoku, Countdown and Chains only: seeded, reproducible
     prompt(ex, style), target(ex, style)
     reward_funcs(style, d1_quirks=True), max_reward(style)
                                    the rewards: named methods f(completion, example) -> float
@@ -35,9 +36,10 @@ Prompt styles
                "sudoku 3102200002100320\\n" -> "3142243142131324"
                "countdown 30 100 93 -> 23\\n" -> "30-100+93"
                "gsm8k <question>\\n" -> "72"          "math <problem>\\n" -> "\\frac{1}{2}"
+               "chains b=a+3 a=4 ?b\\n" -> "a=4 b=a+3=4+3=7 #### 7" (worked steps, then the answer)
 
 Layout: prompts and Example; Task and the four task classes (each docstring gives the data source,
-the rewards with their values and d1's scoring); TASKS; the generators' test split and Countdown
+the rewards with their values and d1's scoring), then Chains; TASKS; the generators' test split and Countdown
 solver; then the CLI.
 
 d1 quirks kept (comments mark them): GSM8K takes the first \\boxed{} holding a number, reads
@@ -169,6 +171,7 @@ class Task:
     sources = {}  # split -> public URL of that file
     eval_prompt = ""
     chat_rewards = ()  # names of d1's reward methods, in d1's order
+    toy_rewards = ("toy_reward",)  # names of the toy style's reward methods
 
     def __init__(self, d1_quirks=True):
         self.d1_quirks = d1_quirks
@@ -240,7 +243,7 @@ class Task:
         """Named rewards f(completion, example) -> float, summed by diffu-GRPO: for the chat styles
         d1's own, bound to a task with the asked-for d1_quirks; for the toy style toy_reward."""
         if not style.startswith("chat"):
-            return [self.toy_reward]
+            return [getattr(self, name) for name in self.toy_rewards]
         task = self if self.d1_quirks == d1_quirks else type(self)(d1_quirks=d1_quirks)
         return [getattr(task, name) for name in task.chat_rewards]
 
@@ -706,6 +709,94 @@ class Sudoku(Task):
         return 100.0 * sum(o["correct_cells"] for o in out) / max(cells, 1), out  # d1: cell accuracy
 
 
+class Chains(GSM8K):
+    """Chains: the toy analogue of GSM8K, generated (no d1 counterpart): a few named quantities, each
+    defined from an earlier one by adding or subtracting a digit, listed in shuffled order with unneeded
+    ones among them; the question asks for the last of the chain. The answer is worked steps, one per
+    quantity in an order in which they can be computed, then GSM8K's answer line '#### value':
+        toy prompt  "chains q=x+3 d=m-2 x=4 k=x+5 m=q+1 ?d\n"
+        toy answer  "x=4 q=x+3=4+3=7 m=q+1=7+1=8 d=m-2=8-2=6 #### 6"
+    Each step finds a definition by name, puts in the value found one step earlier and adds or
+    subtracts within 0..9 (no carries: 90 facts), so a model that writes the steps needs no more than
+    one lookup and one fact per step, and one that answers at once needs them all in a single pass.
+    Rewards (toy style), d1's GSM8K rewards where they fit a one-line answer (nominal maximum 3.0):
+      chains_correctness  2.0 if the number after the last '####' is the answer          2.0
+      chains_int          0.5 if the text after the last '####' is a whole number        0.5
+      chains_format       0.5 for the line's layout: steps 'name=...' then ' #### n'      0.5
+    Scoring: toy answers 1.0 if correct, else 0.0; chat answers as GSM8K (d1's parser and rewards: the
+    chat prompt is GSM8K's with the problem written out).
+    """
+    name = toy_tag = "chains"
+    files, sources = {}, {}
+    toy_rewards = ("chains_correctness", "chains_int", "chains_format")
+    _STEP = r"[a-z]=[a-z0-9+\-=]+"
+    _LAYOUT = re.compile(rf"{_STEP}(?: {_STEP})* #### [0-9]+")
+
+    def generate(self, n, seed, split="train", length=4, distractors=1):
+        """n distinct problems whose chain has `length` quantities (the first a digit) and `distractors`
+        unneeded ones defined from them; a hash of the problem sends 1 in 10 to the test split."""
+        rng, out, seen = random.Random(seed), [], set()
+        for _ in _attempts(n):
+            if len(out) == n:
+                return out
+            ex = self.draw(rng, length, distractors)
+            if ex.question not in seen and chains_in_test(ex.question) == (split == "test"):
+                seen.add(ex.question)
+                out.append(ex)
+
+    @staticmethod
+    def draw(rng, length, distractors):
+        """One problem: definitions {name: expression}, the worked steps, the answer."""
+        names = rng.sample("abcdefghijklmnopqrstuvwxyz", length + distractors)
+        chain, values = names[:length], {names[0]: rng.randint(0, 9)}
+        defs, steps = {names[0]: str(values[names[0]])}, [f"{names[0]}={values[names[0]]}"]
+        for prev, name in zip(chain, chain[1:]):
+            v = values[prev]
+            op = rng.choice("+-") if 0 < v < 9 else "+" if v == 0 else "-"
+            k = rng.randint(1, 9 - v) if op == "+" else rng.randint(1, v)
+            values[name] = v + k if op == "+" else v - k
+            defs[name] = f"{prev}{op}{k}"
+            steps.append(f"{name}={prev}{op}{k}={v}{op}{k}={values[name]}")
+        for name in names[length:]:  # unneeded: defined from a quantity of the chain
+            source = rng.choice(chain)
+            op = "+" if values[source] < 5 else "-"
+            defs[name] = f"{source}{op}{rng.randint(1, 9 - values[source] if op == '+' else values[source])}"
+        listed = list(defs.items())
+        rng.shuffle(listed)
+        question = " ".join(f"{k}={v}" for k, v in listed) + f" ?{chain[-1]}"
+        return Example(question=question, answer=str(values[chain[-1]]), rationale=" ".join(steps))
+
+    def _chat(self, ex):
+        return (XML_SYSTEM_PROMPT + "\n\nEach letter stands for a number: " + ex.question.rpartition(" ?")[0]
+                + f". What is {ex.question.rpartition(' ?')[2]}?")
+
+    def _toy_target(self, ex):
+        return f"{ex.rationale} #### {ex.answer}"
+
+    # --- toy rewards
+    @staticmethod
+    def final(completion):
+        """The text after the last '####' of the answer line, stripped (None without one)."""
+        line = _toy_line(completion)
+        return line.rpartition("####")[2].strip() if "####" in line else None
+
+    @_reward(2.0)
+    def chains_correctness(self, completion, ex):
+        return 2.0 if self.final(completion) == ex.answer else 0.0
+
+    @_reward(0.5)
+    def chains_int(self, completion, ex):
+        final = self.final(completion)
+        return 0.5 if final and final.isascii() and final.isdigit() else 0.0
+
+    @_reward(0.5)
+    def chains_format(self, completion, ex):
+        return 0.5 if self._LAYOUT.fullmatch(_toy_line(completion)) else 0.0
+
+    def _toy_score(self, generation, ex):
+        return 1.0 if self.chains_correctness(generation, ex) else 0.0
+
+
 def read_jsonl(path):
     """(line number, record) of each non-blank line of a JSON Lines file; a missing file, a file that
     is not UTF-8 text and a line that is not JSON are errors that say which (FileNotFoundError, ValueError)."""
@@ -724,7 +815,7 @@ def read_jsonl(path):
                 raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
 
 
-TASKS = {t.name: t for t in (GSM8K(), MATH500(), Countdown(), Sudoku())}
+TASKS = {t.name: t for t in (GSM8K(), MATH500(), Countdown(), Sudoku(), Chains())}
 
 
 def examples(task, path, n, seed, split):
@@ -765,6 +856,11 @@ def countdown_in_test(nums, target):
     """Whether Countdown.generate puts this instance in its test split: a hash of (sorted numbers,
     target) sends 1 in 10 there."""
     return zlib.crc32(repr((tuple(sorted(nums)), int(target))).encode()) % 10 == 0
+
+
+def chains_in_test(question):
+    """Whether Chains.generate puts this problem in its test split: a hash of its text sends 1 in 10 there."""
+    return zlib.crc32(question.encode()) % 10 == 0
 
 
 def countdown_solve(nums, target):

@@ -29,7 +29,8 @@ import tasks  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data"
-NAMES = ["gsm8k", "math500", "countdown", "sudoku"]
+NAMES = ["gsm8k", "math500", "countdown", "sudoku"]  # d1's benchmarks
+REWARDED = NAMES + ["chains"]  # every task with rewards: d1's and the toy analogue of GSM8K
 D1_ACCURACY = {"gsm8k": 76.37, "math500": 32.4, "countdown": 19.53, "sudoku": 6.69}
 # items (0-based lines) where corrected=True differs from d1, and the corrected accuracies
 CORRECTED = {"gsm8k": ([34, 127, 129, 596, 673, 822, 829, 957, 966, 972], 77.26),  # "\boxed{6,277}" read as 6
@@ -225,6 +226,7 @@ def examples():
         "math500": tasks.Example(question="q", answer="\\frac{1}{2}", rationale="so \\boxed{\\frac12}."),
         "countdown": tasks.Countdown.make([9, 9, 9], 90),
         "sudoku": tasks.Sudoku.make("3102200002100320", "3142243142131324"),
+        "chains": tasks.Example(question="b=a+3 a=4 ?b", answer="7", rationale="a=4 b=a+3=4+3=7"),
     }
 
 
@@ -237,7 +239,8 @@ def check_all(name, s, limit=3.0):  # catastrophic backtracking takes minutes; a
             assert time.perf_counter() - t0 < limit, (f.__name__, len(s))
             lo = -0.001 * len(s) - 1 if f.min_value < 0 else 0.0  # xml count: -0.001 per trailing char
             assert isinstance(r, float) and lo <= r <= f.max_value, (f.__name__, r)
-    truths = {"gsm8k": [ex, 18.0, None], "math500": [ex, "0.5"], "countdown": [ex, [[9, 9, 9], 90]], "sudoku": [ex]}
+    truths = {"gsm8k": [ex, 18.0, None], "math500": [ex, "0.5"], "countdown": [ex, [[9, 9, 9], 90]], "sudoku": [ex],
+              "chains": [ex, "7"]}
     for truth in truths[name]:
         for corrected in (False, True):
             t0 = time.perf_counter()
@@ -253,7 +256,7 @@ fuzz_text = st.one_of(token_text, st.text(max_size=200),
                                max_size=12).map("".join))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REWARDED)
 @FUZZ
 @given(s=fuzz_text)
 def test_rewards_and_scorers_stay_in_range_and_fast_on_any_text(name, s):
@@ -269,7 +272,7 @@ MEGA = [
 ]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", REWARDED)
 def test_rewards_and_scorers_stay_fast_on_megabyte_strings(name):
     for s in MEGA:
         check_all(name, s, limit=3.0)
@@ -336,7 +339,7 @@ def test_loader_errors_name_the_file_and_line(name, tmp_path):
 def test_an_unknown_task_name_lists_the_known_tasks():
     with pytest.raises(ValueError, match="gsm8k, math500, countdown, sudoku"):
         tasks.get_task("mbpp")
-    assert list(tasks.TASKS) == NAMES
+    assert list(tasks.TASKS) == REWARDED
 
 
 def test_sudoku_generator_is_seeded_and_holds_out_whole_test_grids():
@@ -883,6 +886,70 @@ def test_countdown_near_misses_include_the_given_set_of_numbers_in_another_multi
                and exact_value(e) == ex.target for ex, e in near)
 
 
+# ----------------------------------------------------------------------------- Chains: the toy analogue of GSM8K
+def chain_value(question):
+    """The asked-for value, worked out from the shuffled definitions by repeated substitution."""
+    defs = dict(d.split("=") for d in question.split(" ")[:-1])
+    values = {}
+    while len(values) < len(defs):
+        for name, expr in defs.items():
+            if expr.isdigit():
+                values[name] = int(expr)
+            elif expr[0] in values:
+                values[name] = values[expr[0]] + int(expr[1:])  # "+3" or "-3"
+    return values[question.split("?")[1]]
+
+
+def test_chains_problems_have_the_worked_steps_and_answer_their_definitions_give():
+    chains = tasks.TASKS["chains"]
+    train, test = chains.generate(500, seed=0), chains.generate(200, seed=0, split="test")
+    assert not {ex.question for ex in train} & {ex.question for ex in test}  # a hash splits the problems
+    assert all(tasks.chains_in_test(ex.question) for ex in test) and len({ex.question for ex in train}) == 500
+    assert [ex.question for ex in chains.generate(5, seed=0)] == [ex.question for ex in train[:5]]  # seeded
+    for ex in train + test:
+        assert ex.answer == str(chain_value(ex.question))
+        names = [d[0] for d in ex.question.split(" ")[:-1]]
+        assert len(names) == len(set(names)) == 5  # 4 in the chain, 1 unneeded
+        steps = ex.rationale.split(" ")
+        assert len(steps) == 4 and steps[-1].endswith(f"={ex.answer}")
+        for step in steps:  # "q=x+3=4+3=7": the definition, its values, the result, all in 0..9
+            name, *rest = step.split("=")
+            assert f"{name}={rest[0]}" in ex.question.split(" ")
+            if len(rest) == 3:
+                assert eval(rest[1]) == int(rest[2]) and 0 <= int(rest[2]) <= 9  # noqa: S307 (our own digits)
+        assert len(chains.target(ex, "toy")) >= 32  # reasoning, then the answer
+    longer = chains.generate(50, seed=1, length=6, distractors=3)
+    assert all(len(ex.rationale.split(" ")) == 6 and ex.answer == str(chain_value(ex.question)) for ex in longer)
+
+
+def test_chains_rewards_by_hand():
+    chains = tasks.TASKS["chains"]
+    ex = tasks.Example(question="q=x+3 d=m-2 x=4 k=x+5 m=q+1 ?d", answer="6",
+                       rationale="x=4 q=x+3=4+3=7 m=q+1=7+1=8 d=m-2=8-2=6")
+    assert chains.prompt(ex, "toy") == "chains q=x+3 d=m-2 x=4 k=x+5 m=q+1 ?d\n"
+    assert chains.prompt(ex).endswith("</answer>\n\n\nEach letter stands for a number: q=x+3 d=m-2 x=4 k=x+5 "
+                                      "m=q+1. What is d?")
+    rewards = chains.reward_funcs("toy")
+    assert [f.__name__ for f in rewards] == ["chains_correctness", "chains_int", "chains_format"]
+
+    def r(text):
+        return [f(text, ex) for f in rewards]
+    good = "x=4 q=x+3=4+3=7 m=q+1=7+1=8 d=m-2=8-2=6 #### 6"
+    assert chains.target(ex, "toy") == good and r(good) == [2.0, 0.5, 0.5] and chains.max_reward("toy") == 3.0
+    assert r(good + "\nmore lines") == [2.0, 0.5, 0.5] and r(good + "<|eot_id|><|endoftext|>") == [2.0, 0.5, 0.5]
+    assert r("x=4 q=x+3=4+3=7 #### 7") == [0.0, 0.5, 0.5]  # well laid out, wrong
+    assert r("#### 6") == [2.0, 0.5, 0.0]  # right, with no steps
+    assert r("d=6 #### 6 #### 5") == [0.0, 0.5, 0.0]  # the last '####' counts
+    assert r("x=4 q=7 ####6") == [2.0, 0.5, 0.0] and r("x=4 q=7 #### six") == [0.0, 0.0, 0.0]
+    assert r("x=4 q=7 ## 6") == [0.0, 0.0, 0.0] and r("") == [0.0, 0.0, 0.0]
+    assert r("X=4 #### 6") == [2.0, 0.5, 0.0] and r("x=4  #### 6") == [2.0, 0.5, 0.0]  # layout: one space, a-z
+    assert r("x=4 #### \u0666") == [0.0, 0.0, 0.0]  # an Arabic-Indic six is not the answer
+    assert chains.score(good, ex, style="toy") == (1.0, good)
+    assert chains.score("#### 5", ex, style="toy") == (0.0, "#### 5")
+    chat = "<reasoning>\nx=4 q=7 m=8 d=6\n</reasoning>\n<answer>\n6\n</answer>"
+    assert chains.score(chat, ex) == (1.0, 6.0) and chains.score(chat.replace("6\n<", "5\n<"), ex)[0] == 0.0
+
+
 # ----------------------------------------------------------------------------- CLI
 def test_cli_score_prints_d1s_accuracy_and_writes_per_item_results(tmp_path, capsys, data):
     out = tmp_path / "scored.jsonl"
@@ -900,6 +967,9 @@ def test_cli_show_prints_n_examples_in_both_styles(capsys):
     tasks.main(["show", "--task", "sudoku", "-n", "3"])
     out = capsys.readouterr().out
     assert out.count("=== sudoku example") == 3 and "'sudoku " in out and "Solve the following Sudoku puzzle" in out
+    tasks.main(["show", "--task", "chains", "-n", "2"])
+    out = capsys.readouterr().out
+    assert out.count("=== chains example") == 2 and "'chains " in out and " #### " in out and "<reasoning>" in out
 
 
 def test_importing_tasks_loads_no_numeric_library():
