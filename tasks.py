@@ -770,8 +770,8 @@ class Chains(GSM8K):
         return (XML_SYSTEM_PROMPT + "\n\nEach letter stands for a number: " + ex.question.rpartition(" ?")[0]
                 + f". What is {ex.question.rpartition(' ?')[2]}?")
 
-    def _toy_target(self, ex):
-        return f"{ex.rationale} #### {ex.answer}"
+    def _toy_target(self, ex):  # an example without worked steps (a direct answer) is '#### value' alone
+        return f"{ex.rationale} #### {ex.answer}" if ex.rationale else f"#### {ex.answer}"
 
     # --- toy rewards
     @staticmethod
@@ -797,6 +797,57 @@ class Chains(GSM8K):
         return 1.0 if self.chains_correctness(generation, ex) else 0.0
 
 
+class ToyS1K(Chains):
+    """The toy analogue of s1K (d1 Sec. 3.3: 1,000 worked solutions of other problems, not of the target
+    tasks): worked solutions of two other kinds of problem in Chains' answer structure (steps, then
+    '#### answer'), which teach writing one step after another without being Chains problems:
+        walk   "walk c>f a>c f>b b>e d>a from a 4\n" -> "a>c c>f f>b b>e #### e"   (follow 4 arrows)
+        tally  "tally 6 -2 +3 -4\n" -> "6-2=4 4+3=7 7-4=3 #### 3"                   (a running total)
+    A walk looks up one arrow per step (Chains: one definition); a tally carries a value through
+    additions and subtractions of digits within 0..9, Chains' arithmetic without its lookups. The toy
+    prompt is the question itself; rewards and scoring are Chains' (the answer after the last '####';
+    the layout allows these steps; a walk's answer is a letter). `sft.py --task toy-s1k` trains on it as
+    `--task s1k` trains LLaDA on s1K.
+    """
+    name = toy_tag = "toy-s1k"
+    toy_rewards = ("chains_correctness", "chains_format")
+    _LAYOUT = re.compile(r"[a-z0-9][a-z0-9+\-=>]*(?: [a-z0-9][a-z0-9+\-=>]*)* #### [a-z0-9]+")
+
+    def draw(self, rng, length, distractors):
+        """A walk or a tally (even odds) of 3 to `length` + 2 steps."""
+        steps = rng.randint(3, length + 2)
+        return self.walk(rng, steps, distractors) if rng.random() < 0.5 else self.tally(rng, steps)
+
+    @staticmethod
+    def walk(rng, hops, distractors):
+        nodes = rng.sample("abcdefghijklmnopqrstuvwxyz", hops + 1 + distractors)
+        path, others = nodes[:hops + 1], nodes[hops + 1:]
+        arrows = [f"{a}>{b}" for a, b in zip(path, path[1:])]
+        listed = arrows + [f"{a}>{rng.choice(nodes)}" for a in others]  # one arrow out of each letter at most
+        rng.shuffle(listed)
+        return Example(question=f"walk {' '.join(listed)} from {path[0]} {hops}", answer=path[-1],
+                       rationale=" ".join(arrows))
+
+    @staticmethod
+    def tally(rng, moves):
+        total = rng.randint(0, 9)
+        terms, steps = [str(total)], []
+        for _ in range(moves):
+            op = rng.choice("+-") if 0 < total < 9 else "+" if total == 0 else "-"
+            k = rng.randint(1, 9 - total) if op == "+" else rng.randint(1, total)
+            new = total + k if op == "+" else total - k
+            terms.append(f"{op}{k}")
+            steps.append(f"{total}{op}{k}={new}")
+            total = new
+        return Example(question="tally " + " ".join(terms), answer=str(total), rationale=" ".join(steps))
+
+    def _toy(self, ex):
+        return f"{ex.question}\n"
+
+    def _chat(self, ex):
+        return XML_SYSTEM_PROMPT + "\n\n" + ex.question
+
+
 def read_jsonl(path):
     """(line number, record) of each non-blank line of a JSON Lines file; a missing file, a file that
     is not UTF-8 text and a line that is not JSON are errors that say which (FileNotFoundError, ValueError)."""
@@ -815,7 +866,7 @@ def read_jsonl(path):
                 raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
 
 
-TASKS = {t.name: t for t in (GSM8K(), MATH500(), Countdown(), Sudoku(), Chains())}
+TASKS = {t.name: t for t in (GSM8K(), MATH500(), Countdown(), Sudoku(), Chains(), ToyS1K())}
 
 
 def examples(task, path, n, seed, split):

@@ -26,7 +26,7 @@ def folders(tmp_path):
 SFT_CASES = [
     (["--block_length", "5"], "block_length 5 must divide gen_length 16"),
     (["--block_length", "8", "--diffusion_steps", "3"], "steps 3 must be a multiple of the number of blocks (2"),
-    (["--task", "chess"], "unknown task 'chess'; known tasks: gsm8k, math500, countdown, sudoku, chains, s1k"),
+    (["--task", "chess"], "unknown task 'chess'; known tasks: gsm8k, math500, countdown, sudoku, chains, toy-s1k, s1k"),
     (["--model", "gpt-9"], "--model 'gpt-9' is neither a preset (toy, llada-8b) nor an existing folder"),
     (["--norm", "mean"], "--norm must be sequence or batch"),
     (["--task", "s1k"], "--task s1k needs --data"),

@@ -30,7 +30,7 @@ import tasks  # noqa: E402
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data"
 NAMES = ["gsm8k", "math500", "countdown", "sudoku"]  # d1's benchmarks
-REWARDED = NAMES + ["chains"]  # every task with rewards: d1's and the toy analogue of GSM8K
+REWARDED = NAMES + ["chains", "toy-s1k"]  # every task with rewards: d1's, the toy GSM8K and the toy s1K
 D1_ACCURACY = {"gsm8k": 76.37, "math500": 32.4, "countdown": 19.53, "sudoku": 6.69}
 # items (0-based lines) where corrected=True differs from d1, and the corrected accuracies
 CORRECTED = {"gsm8k": ([34, 127, 129, 596, 673, 822, 829, 957, 966, 972], 77.26),  # "\boxed{6,277}" read as 6
@@ -227,6 +227,7 @@ def examples():
         "countdown": tasks.Countdown.make([9, 9, 9], 90),
         "sudoku": tasks.Sudoku.make("3102200002100320", "3142243142131324"),
         "chains": tasks.Example(question="b=a+3 a=4 ?b", answer="7", rationale="a=4 b=a+3=4+3=7"),
+        "toy-s1k": tasks.Example(question="walk b>c a>b from a 2", answer="c", rationale="a>b b>c"),
     }
 
 
@@ -240,7 +241,7 @@ def check_all(name, s, limit=3.0):  # catastrophic backtracking takes minutes; a
             lo = -0.001 * len(s) - 1 if f.min_value < 0 else 0.0  # xml count: -0.001 per trailing char
             assert isinstance(r, float) and lo <= r <= f.max_value, (f.__name__, r)
     truths = {"gsm8k": [ex, 18.0, None], "math500": [ex, "0.5"], "countdown": [ex, [[9, 9, 9], 90]], "sudoku": [ex],
-              "chains": [ex, "7"]}
+              "chains": [ex, "7"], "toy-s1k": [ex, "c"]}
     for truth in truths[name]:
         for corrected in (False, True):
             t0 = time.perf_counter()
@@ -948,6 +949,32 @@ def test_chains_rewards_by_hand():
     assert chains.score("#### 5", ex, style="toy") == (0.0, "#### 5")
     chat = "<reasoning>\nx=4 q=7 m=8 d=6\n</reasoning>\n<answer>\n6\n</answer>"
     assert chains.score(chat, ex) == (1.0, 6.0) and chains.score(chat.replace("6\n<", "5\n<"), ex)[0] == 0.0
+
+
+def test_the_toy_s1k_is_worked_solutions_of_other_problems_in_the_same_answer_structure():
+    s1k, chains = tasks.TASKS["toy-s1k"], tasks.TASKS["chains"]
+    problems = s1k.generate(1000, seed=0)
+    kinds = Counter(ex.question.split(" ")[0] for ex in problems)
+    assert set(kinds) == {"walk", "tally"} and min(kinds.values()) > 400
+    for ex in problems:
+        words = ex.question.split(" ")
+        if words[0] == "walk":  # follow the arrows from the start letter, the given number of times
+            arrows, here = dict(w.split(">") for w in words[1:-3]), words[-2]
+            assert len(arrows) == len(words) - 4  # one arrow out of a letter at most: the walk is determined
+            for _ in range(int(words[-1])):
+                here = arrows[here]
+        else:
+            here = str(eval("".join(words[1:])))  # noqa: S307 (our own digits and signs)
+            assert all(0 <= int(step.split("=")[1]) <= 9 for step in ex.rationale.split(" "))
+        assert ex.answer == here and 3 <= len(ex.rationale.split(" ")) <= 6
+        target = s1k.target(ex, "toy")
+        assert [f(target, ex) for f in s1k.reward_funcs("toy")] == [2.0, 0.5] == [f.max_value for f in
+                                                                                s1k.reward_funcs("toy")]
+        assert s1k.prompt(ex, "toy") == ex.question + "\n" and target.endswith(f" #### {ex.answer}")
+    assert not {s1k.prompt(ex, "toy") for ex in problems} & {chains.prompt(ex, "toy") for ex in chains.generate(
+        1000, seed=0)}  # none is a Chains problem
+    direct = tasks.Example(question="b=a+3 a=4 ?b", answer="7")  # an answer without steps
+    assert chains.target(direct, "toy") == "#### 7" and chains.score("#### 7", direct, style="toy")[0] == 1.0
 
 
 # ----------------------------------------------------------------------------- CLI
