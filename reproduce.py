@@ -62,9 +62,13 @@ BEYOND = {"mc-elbo": dict(estimator="mc-elbo"), "coupled": dict(estimator="coupl
           "wd1": dict(loss="wd1"),
           # the path the sampler took (d2, TraceRL): exact, with four steps per pass (StepMerge), in AR order (JustGRPO)
           "trajectory": dict(estimator="trajectory"), "trajectory-m4": dict(estimator="trajectory", merge_steps=4),
-          "ar-order": dict(estimator="trajectory", ar_order=True)}
+          "ar-order": dict(estimator="trajectory", ar_order=True),
+          "ar-rollouts": dict(ar_order=True)}  # JustGRPO's rollouts with d1's estimate: which of the two counts
 RL_ROWS = {"diffu-grpo": ("base", {}), "d1": ("sft", {}), **{row: ("sft", c) for row, c in BEYOND.items()}}
-RL_SAMPLER = dict(gen_length=16, block_length=16, diffusion_steps=16)  # the rollouts: 16-token answers, 16 steps
+# Each task's sampler: answer length, block length and denoising steps of the rollouts, of the evaluations
+# (one token per step there unless the task says otherwise) and of the answers SFT pads to
+SAMPLERS = {"sudoku": dict(gen_length=16, block_length=16, diffusion_steps=16),  # 16-token answers, 16 steps
+            "countdown": dict(gen_length=16, block_length=16, diffusion_steps=16)}
 
 
 @dataclass
@@ -166,7 +170,7 @@ def run_task(name, seed, cfg, out, rows, done=()):
     domain, sft_set, prompts, val, test = distributions(name, cfg, seed)
     folder = out / name / f"seed{seed}"
     common = dict(task=name, device=cfg.device, seed=seed, eval_every=0, n_eval=cfg.n_val)
-    gen = dict(answer_length=16, gen_length=16, block_length=16, diffusion_steps=16, log_every=10 ** 9)
+    gen = dict(answer_length=SAMPLERS[name]["gen_length"], **SAMPLERS[name], log_every=10 ** 9)
     models = {}
     if "base" not in done:
         save(build(SMALL if cfg.model == "repro" else cfg.model, seed=seed), folder / "init")
@@ -177,7 +181,7 @@ def run_task(name, seed, cfg, out, rows, done=()):
         models["sft"], _ = sft.train(continued(tuned, sft.RESUME_MAY_CHANGE), sft_set, val)
     rl = diffu_grpo.GRPOConfig(steps=cfg.rl_steps, lr=cfg.rl_lr, temperature=cfg.temperature, mu=cfg.mu,
                                prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
-                               p_mask=cfg.p_mask, beta=cfg.beta, threshold=cfg.threshold, **RL_SAMPLER,
+                               p_mask=cfg.p_mask, beta=cfg.beta, threshold=cfg.threshold, **SAMPLERS[name],
                                mc_samples=cfg.mc_samples,
                                spg_beta=getattr(cfg, f"{name}_spg_beta"), **{**common, "eval_every": cfg.rl_eval_every})
     for row in rows:
@@ -203,8 +207,10 @@ def continued(run_cfg, may_change):
 
 def held_out(model, name, test):
     """(greedy accuracy, [(answer, score), ...]) of a toy model on a task's held-out items, as the table scores it."""
-    return sample.evaluate(model, byte_tokenizer(), tasks.get_task(name), test, style="toy", gen_length=16, steps=16,
-                           block_length=16, batch_size=256)
+    sampler = SAMPLERS[name]
+    return sample.evaluate(model, byte_tokenizer(), tasks.get_task(name), test, style="toy", batch_size=256,
+                           gen_length=sampler["gen_length"], steps=sampler["diffusion_steps"],
+                           block_length=sampler["block_length"])
 
 
 def item_scores(model, name, test):
@@ -325,13 +331,14 @@ def item_orderings(items):
 
 def costs(out, names, seeds, rows, cfg):
     """Markdown table of what each RL row spent, mean over tasks and seeds: forward passes of one
-    log-likelihood estimate (the update's budget; the rollouts, the same for every row, dominate) and
+    log-likelihood estimate (the update's budget, per task where the tasks' samplers differ; the
+    rollouts, the same for every row, dominate) and
     seconds per run in rollouts, in the old policy's estimates, and in the updates (from log.jsonl)."""
     lines = ["| row | passes per estimate | rollouts (s) | old log-probs (s) | updates (s) |", "|---|---|---|---|---|"]
     for row in rows:
         change = RL_ROWS[row][1]
-        row_cfg = diffu_grpo.GRPOConfig(mc_samples=cfg.mc_samples, **RL_SAMPLER, **change)
-        passes = diffu_grpo.ESTIMATORS[row_cfg.estimator].passes(row_cfg)
+        per_task = [diffu_grpo.GRPOConfig(mc_samples=cfg.mc_samples, **SAMPLERS[name], **change) for name in names]
+        passes = " / ".join(dict.fromkeys(str(diffu_grpo.ESTIMATORS[c.estimator].passes(c)) for c in per_task))
         runs = [rollouts for name in names for rollouts, _ in rl_logs(out, name, seeds, row)]
         spent = [sum(sum(r[k] for r in rollouts) for rollouts in runs) / len(runs)
                  for k in ("gen_s", "logp_s", "update_s")]
