@@ -165,14 +165,15 @@ def distributions(name, cfg, seed):
 
 def run_task(name, seed, cfg, out, rows, done=()):
     """Train the given rows of one task and seed; done: the rows of an earlier run with the same
-    settings, whose checkpoints are in the folder. Held-out accuracy of each row trained. The base
-    and SFT models are trained (and scored) together, whenever the folder lacks them."""
+    settings. Each trained row's per-item held-out scores. The base and SFT models are trained (and
+    scored) together whenever the folder lacks them: in a first run, or beside results copied without
+    their weights (docs/estimators/), where they come out as before (CPU training is deterministic)."""
     domain, sft_set, prompts, val, test = distributions(name, cfg, seed)
     folder = out / name / f"seed{seed}"
     common = dict(task=name, device=cfg.device, seed=seed, eval_every=0, n_eval=cfg.n_val)
     gen = dict(answer_length=SAMPLERS[name]["gen_length"], **SAMPLERS[name], log_every=10 ** 9)
     models = {}
-    if "base" not in done:
+    if "base" not in done or not (folder / "sft" / "model.safetensors").is_file():  # (results copied without weights)
         save(build(SMALL if cfg.model == "repro" else cfg.model, seed=seed), folder / "init")
         steps = getattr(cfg, f"{name}_pretrain_steps")
         base = sft.SFTConfig(model=str(folder / "init"), steps=steps, out=str(folder / "base"), **common, **gen)

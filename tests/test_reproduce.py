@@ -1,5 +1,6 @@
 """reproduce.py: the four-row pipeline runs end to end (a check of the pipeline, not of the result)."""
 import json
+import shutil
 
 import pytest
 
@@ -57,6 +58,12 @@ def test_quick_run_writes_every_row_and_reruns_only_what_changed(tmp_path, monke
     assert [line.split(" | ")[:2] for line in spent[2:]] == [["| d1", "1"], ["| wd1", "1"], ["| coupled", "3"]]
     gen_s = sum(r["gen_s"] for r in reproduce.rl_logs(tmp_path, "sudoku", [1], "wd1")[0][0])
     assert spent[3].split(" | ")[2] == f"{gen_s:.0f}"  # seconds in rollouts, from the run's log
+    for row in ("base", "sft"):  # results copied without weights: base and SFT are trained again, as they were
+        shutil.rmtree(tmp_path / "sudoku" / "seed1" / row)
+    again = reproduce.main(["--quick", "--tasks", "sudoku", "--seeds", "1", "--out", str(tmp_path), "--device", "cpu",
+                            "--rows", "sft,d1,spg"])
+    assert again["sudoku"][0]["sft"] == results["sudoku"][1]["sft"] and trained[-1] == ["spg"]
+    assert (tmp_path / "sudoku" / "seed1" / "sft" / "model.safetensors").is_file()
     rl = json.loads((tmp_path / "sudoku" / "seed1" / "coupled" / "grpo_config.json").read_text())
     assert (rl["estimator"], rl["mc_samples"], rl["spg_beta"]) == ("coupled", 1, 1.0)  # the row's settings reach it
     with pytest.raises(ValueError, match="unknown row 'ppo'"):
