@@ -921,6 +921,10 @@ def test_chains_problems_have_the_worked_steps_and_answer_their_definitions_give
         assert len(chains.target(ex, "toy")) >= 32  # reasoning, then the answer
     longer = chains.generate(50, seed=1, length=6, distractors=3)
     assert all(len(ex.rationale.split(" ")) == 6 and ex.answer == str(chain_value(ex.question)) for ex in longer)
+    ordered = chains.generate(50, seed=1, shuffled=False)  # the chain's order, then the unneeded quantity
+    for ex in ordered:
+        listed = [d.split("=")[0] for d in ex.question.split(" ")[:-1]]
+        assert listed[:4] == [step[0] for step in ex.rationale.split(" ")] and ex.answer == str(chain_value(ex.question))
 
 
 def test_chains_rewards_by_hand():
