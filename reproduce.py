@@ -37,8 +37,9 @@ The toy analogue of d1's setting (docs/reproduction.md):
 A finished task and seed leaves result.json in its folder (each row's accuracy and its score on
 every held-out item); running again with the same settings reuses it, so an interrupted reproduction
 continues where it stopped, and asking for more rows trains only those. Each difference is reported
-twice: paired over seeds, and with the trained models fixed, paired over the items of every seed. The rows beyond d1 are d1's RL run from the same SFT model with another log-likelihood
-estimate or loss (diffu_grpo.py --estimator, --loss); their curves go to estimators.png.
+twice: paired over seeds, and with the trained models fixed, paired over the items of every seed.
+The rows beyond d1 are d1's RL run from the same SFT model with another log-likelihood estimate or
+loss (diffu_grpo.py --estimator, --loss); their curves go to estimators.png.
 """
 import json
 import math
@@ -333,8 +334,8 @@ def item_orderings(items):
 def costs(out, names, seeds, rows, cfg):
     """Markdown table of what each RL row spent, mean over tasks and seeds: forward passes of one
     log-likelihood estimate (the update's budget, per task where the tasks' samplers differ; the
-    rollouts, the same for every row, dominate) and
-    seconds per run in rollouts, in the old policy's estimates, and in the updates (from log.jsonl)."""
+    rollouts, the same for every row, dominate) and seconds per run in rollouts, in the old policy's
+    estimates, and in the updates (from log.jsonl)."""
     lines = ["| row | passes per estimate | rollouts (s) | old log-probs (s) | updates (s) |", "|---|---|---|---|---|"]
     for row in rows:
         change = RL_ROWS[row][1]

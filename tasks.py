@@ -753,9 +753,7 @@ class Chains(GSM8K):
         defs, steps = {names[0]: str(values[names[0]])}, [f"{names[0]}={values[names[0]]}"]
         for prev, name in zip(chain, chain[1:]):
             v = values[prev]
-            op = rng.choice("+-") if 0 < v < 9 else "+" if v == 0 else "-"
-            k = rng.randint(1, 9 - v) if op == "+" else rng.randint(1, v)
-            values[name] = v + k if op == "+" else v - k
+            op, k, values[name] = digit_move(rng, v)
             defs[name] = f"{prev}{op}{k}"
             steps.append(f"{name}={prev}{op}{k}={v}{op}{k}={values[name]}")
         for name in names[length:]:  # unneeded: defined from a quantity of the chain
@@ -835,9 +833,7 @@ class ToyS1K(Chains):
         total = rng.randint(0, 9)
         terms, steps = [str(total)], []
         for _ in range(moves):
-            op = rng.choice("+-") if 0 < total < 9 else "+" if total == 0 else "-"
-            k = rng.randint(1, 9 - total) if op == "+" else rng.randint(1, total)
-            new = total + k if op == "+" else total - k
+            op, k, new = digit_move(rng, total)
             terms.append(f"{op}{k}")
             steps.append(f"{total}{op}{k}={new}")
             total = new
@@ -908,12 +904,24 @@ SUDOKU_TEST_GRIDS = frozenset(SUDOKU_GRIDS[::6])  # 48 of the 288 grids held out
 def countdown_in_test(nums, target):
     """Whether Countdown.generate puts this instance in its test split: a hash of (sorted numbers,
     target) sends 1 in 10 there."""
-    return zlib.crc32(repr((tuple(sorted(nums)), int(target))).encode()) % 10 == 0
+    return in_test(repr((tuple(sorted(nums)), int(target))))
+
+
+def in_test(key):
+    """The generators' split: a hash of an instance's text sends 1 in 10 to the test split."""
+    return zlib.crc32(key.encode()) % 10 == 0
 
 
 def chains_in_test(question):
-    """Whether Chains.generate puts this problem in its test split: a hash of its text sends 1 in 10 there."""
-    return zlib.crc32(question.encode()) % 10 == 0
+    """Whether Chains.generate puts this problem in its test split."""
+    return in_test(question)
+
+
+def digit_move(rng, v):
+    """A random step from digit v that stays within 0..9: (op '+' or '-', k in 1..9, the result)."""
+    op = rng.choice("+-") if 0 < v < 9 else "+" if v == 0 else "-"
+    k = rng.randint(1, 9 - v) if op == "+" else rng.randint(1, v)
+    return op, k, v + k if op == "+" else v - k
 
 
 def countdown_solve(nums, target):
