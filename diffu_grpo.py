@@ -147,6 +147,8 @@ MODEL_DEFAULTS = {"llada-8b": dict(model="llada-8b", mu=None, p_mask=0.15, beta=
                                    lora_targets="q_proj,k_proj,v_proj,up_proj", grad_ckpt=True,
                                    out="runs/grpo-llada-8b")}
 
+TASK_DEFAULTS = {name: t.toy_sampler for name, t in tasks.TASKS.items()}  # a toy run's sampler for each task
+
 D1_MU = {"gsm8k": 12, "math500": 12, "countdown": 8, "sudoku": 8}  # NUM_ITER of d1's sbatch scripts
 
 # Settings that --resume lets differ from the checkpoint's: none of them changes the training itself.
@@ -742,7 +744,7 @@ def train(cfg, train_examples=None, test_examples=None):
 
 
 def main(argv=None):
-    cfg = parse_config(GRPOConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS)
+    cfg = parse_config(GRPOConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS, TASK_DEFAULTS)
     if cfg.dry_run:
         print_plan(cfg, PRESETS[cfg.model] if cfg.model in PRESETS else read_config(cfg.model),
                    ESTIMATORS[cfg.estimator].passes(cfg))

@@ -67,9 +67,9 @@ BEYOND = {"mc-elbo": dict(estimator="mc-elbo"), "coupled": dict(estimator="coupl
           "ar-rollouts": dict(ar_order=True)}  # JustGRPO's rollouts with d1's estimate: which of the two counts
 RL_ROWS = {"diffu-grpo": ("base", {}), "d1": ("sft", {}), **{row: ("sft", c) for row, c in BEYOND.items()}}
 # Each task's sampler: answer length, block length and denoising steps of the rollouts, of the evaluations
-# (one token per step there unless the task says otherwise) and of the answers SFT pads to
-SAMPLERS = {"sudoku": dict(gen_length=16, block_length=16, diffusion_steps=16),  # 16-token answers, 16 steps
-            "countdown": dict(gen_length=16, block_length=16, diffusion_steps=16)}
+# (one token per step there unless the task says otherwise) and of the answers SFT pads to (tasks.py)
+TOY_TASKS = ("sudoku", "countdown")  # the tasks with toy distributions below
+SAMPLERS = {name: tasks.get_task(name).toy_sampler for name in TOY_TASKS}
 
 
 @dataclass
@@ -112,8 +112,6 @@ class ReproConfig:
 QUICK = dict(n_test=32, n_val=16, sudoku_pretrain_steps=20, countdown_pretrain_steps=20,
              sudoku_sft_examples=16, countdown_sft_examples=16, sft_steps=10,
              rl_steps=2, prompts_per_step=4, num_generations=4, mu=1, rl_eval_every=1)
-TOY_TASKS = ("sudoku", "countdown")  # the tasks with toy distributions below
-
 
 # ----------------------------------------------------------------------------- the toy distributions
 

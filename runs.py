@@ -66,13 +66,17 @@ def preset_of(name):
         return name
 
 
-def parse_config(cls, argv=None, description=None, model_defaults=None):
-    """A config dataclass from command-line flags, one per field. `--model NAME` is read first, and
-    model_defaults[NAME] (a dict) replaces the toy defaults: one knob scales the whole run."""
+def parse_config(cls, argv=None, description=None, model_defaults=None, task_defaults=None):
+    """A config dataclass from command-line flags, one per field. `--model NAME` and `--task TASK` are
+    read first; task_defaults[TASK] (a dict) replaces the dataclass's defaults, and model_defaults[NAME]
+    replaces both: one knob scales the whole run, and a task sets what a toy run of it needs."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--model", default=cls().model)
-    name = pre.parse_known_args(argv)[0].model
-    defaults = {**asdict(cls()), **(model_defaults or {}).get(preset_of(name), {}), "model": name}
+    pre.add_argument("--task", default=getattr(cls(), "task", None))
+    known = pre.parse_known_args(argv)[0]
+    name, task = known.model, known.task
+    defaults = {**asdict(cls()), **(task_defaults or {}).get(task, {}),
+                **(model_defaults or {}).get(preset_of(name), {}), "model": name}
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     toy = cls()
     for f in fields(cls):

@@ -95,6 +95,9 @@ MODEL_DEFAULTS = {"llada-8b": dict(task="s1k", lr=1e-5, warmup=0, schedule="line
                                    block_length=32, diffusion_steps=128, norm="batch", lora_r=128, lora_alpha=256.0,
                                    lora_dropout=0.05, grad_ckpt=True, out="runs/sft-llada-8b", n_eval=64)}
 
+# A toy run of each task pads answers to its sampler's length and evaluates with its sampler (tasks.py)
+TASK_DEFAULTS = {name: dict(answer_length=t.toy_sampler["gen_length"], **t.toy_sampler) for name, t in tasks.TASKS.items()}
+
 # Settings that --resume lets differ from the checkpoint's: none of them changes the training itself.
 RESUME_MAY_CHANGE = ("steps", "resume", "overwrite", "device", "out", "log_every", "eval_every", "save_every",
                      "n_eval", "micro_batch", "test_data", "gen_length", "block_length", "diffusion_steps")
@@ -294,7 +297,7 @@ def train(cfg, train_examples=None, test_examples=None):
 
 
 def main(argv=None):
-    cfg = parse_config(SFTConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS)
+    cfg = parse_config(SFTConfig, argv, __doc__.split("\n\n")[0], MODEL_DEFAULTS, TASK_DEFAULTS)
 
     def run():
         net, acc = train(cfg)

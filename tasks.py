@@ -172,6 +172,9 @@ class Task:
     eval_prompt = ""
     chat_rewards = ()  # names of d1's reward methods, in d1's order
     toy_rewards = ("toy_reward",)  # names of the toy style's reward methods
+    # a toy model's sampler for this task's answers: the defaults of sft.py and diffu_grpo.py --task NAME
+    # (and the answer length SFT pads to), and reproduce.py's
+    toy_sampler = dict(gen_length=16, block_length=16, diffusion_steps=16)
 
     def __init__(self, d1_quirks=True):
         self.d1_quirks = d1_quirks
@@ -729,6 +732,8 @@ class Chains(GSM8K):
     name = toy_tag = "chains"
     files, sources = {}, {}
     toy_rewards = ("chains_correctness", "chains_int", "chains_format")
+    # a four-step answer is 46 tokens; blocks of 8, one token per step: the answer line comes after the steps
+    toy_sampler = dict(gen_length=48, block_length=8, diffusion_steps=48)
     _STEP = r"[a-z]=[a-z0-9+\-=]+"
     _LAYOUT = re.compile(rf"{_STEP}(?: {_STEP})* #### [0-9]+")
 

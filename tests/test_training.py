@@ -183,6 +183,22 @@ def test_llada_8b_switches_to_d1_settings(tmp_path, monkeypatch):
     assert (toy.mu, toy.scale_rewards, toy.temperature, toy.model) == (3, False, 0.5, "runs/sft-toy")
 
 
+def test_a_task_sets_a_toy_runs_sampler_and_the_model_and_flags_override_it():
+    for mod, cfg_cls in ((sft, sft.SFTConfig), (dg, dg.GRPOConfig)):
+        chains = runs.parse_config(cfg_cls, ["--task", "chains"], None, mod.MODEL_DEFAULTS, mod.TASK_DEFAULTS)
+        assert (chains.gen_length, chains.block_length, chains.diffusion_steps) == (48, 8, 48)
+        sudoku = runs.parse_config(cfg_cls, [], None, mod.MODEL_DEFAULTS, mod.TASK_DEFAULTS)
+        assert (sudoku.gen_length, sudoku.block_length, sudoku.diffusion_steps) == (16, 16, 16)
+        flag = runs.parse_config(cfg_cls, ["--task", "chains", "--gen_length", "64"], None, mod.MODEL_DEFAULTS,
+                                 mod.TASK_DEFAULTS)
+        assert (flag.gen_length, flag.block_length) == (64, 8)
+        big = runs.parse_config(cfg_cls, ["--model", "llada-8b", "--task", "chains"], None, mod.MODEL_DEFAULTS,
+                                mod.TASK_DEFAULTS)
+        assert (big.gen_length, big.block_length, big.diffusion_steps) == (256, 32, 128)  # d1's, for every task
+    assert runs.parse_config(sft.SFTConfig, ["--task", "chains"], None, sft.MODEL_DEFAULTS,
+                             sft.TASK_DEFAULTS).answer_length == 48  # answers padded to the sampler's length
+
+
 def test_s1k_records_render_in_d1_format():
     from conftest import SHARED, need
     records = sft.s1k_records(need(SHARED / "data" / "s1k" / "s1k_questions_solutions.json"))
