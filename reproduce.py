@@ -170,7 +170,7 @@ def run_task(name, seed, cfg, out, rows, done=()):
     domain, sft_set, prompts, val, test = distributions(name, cfg, seed)
     folder = out / name / f"seed{seed}"
     common = dict(task=name, device=cfg.device, seed=seed, eval_every=0, n_eval=cfg.n_val)
-    gen = dict(answer_length=SAMPLERS[name]["gen_length"], **SAMPLERS[name], log_every=10 ** 9)
+    gen = dict(**sft.TASK_DEFAULTS[name], log_every=10 ** 9)  # the task's sampler, answers padded to its length
     models = {}
     if "base" not in done or not (folder / "sft" / "model.safetensors").is_file():  # (results copied without weights)
         save(build(SMALL if cfg.model == "repro" else cfg.model, seed=seed), folder / "init")

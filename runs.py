@@ -70,15 +70,15 @@ def parse_config(cls, argv=None, description=None, model_defaults=None, task_def
     """A config dataclass from command-line flags, one per field. `--model NAME` and `--task TASK` are
     read first; task_defaults[TASK] (a dict) replaces the dataclass's defaults, and model_defaults[NAME]
     replaces both: one knob scales the whole run, and a task sets what a toy run of it needs."""
+    toy = cls()
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--model", default=cls().model)
-    pre.add_argument("--task", default=getattr(cls(), "task", None))
+    pre.add_argument("--model", default=toy.model)
+    pre.add_argument("--task", default=getattr(toy, "task", None))
     known = pre.parse_known_args(argv)[0]
     name, task = known.model, known.task
-    defaults = {**asdict(cls()), **(task_defaults or {}).get(task, {}),
+    defaults = {**asdict(toy), **(task_defaults or {}).get(task, {}),
                 **(model_defaults or {}).get(preset_of(name), {}), "model": name}
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    toy = cls()
     for f in fields(cls):
         d, kind, helptext = defaults[f.name], type(getattr(toy, f.name)), f.metadata.get("help", "")
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])

@@ -746,7 +746,7 @@ class Chains(GSM8K):
             if len(out) == n:
                 return out
             ex = self.draw(rng, length, distractors, shuffled)
-            if ex.question not in seen and chains_in_test(ex.question) == (split == "test"):
+            if ex.question not in seen and in_test(ex.question) == (split == "test"):
                 seen.add(ex.question)
                 out.append(ex)
 
@@ -915,11 +915,6 @@ def countdown_in_test(nums, target):
 def in_test(key):
     """The generators' split: a hash of an instance's text sends 1 in 10 to the test split."""
     return zlib.crc32(key.encode()) % 10 == 0
-
-
-def chains_in_test(question):
-    """Whether Chains.generate puts this problem in its test split."""
-    return in_test(question)
 
 
 def digit_move(rng, v):

@@ -905,7 +905,7 @@ def test_chains_problems_have_the_worked_steps_and_answer_their_definitions_give
     chains = tasks.TASKS["chains"]
     train, test = chains.generate(500, seed=0), chains.generate(200, seed=0, split="test")
     assert not {ex.question for ex in train} & {ex.question for ex in test}  # a hash splits the problems
-    assert all(tasks.chains_in_test(ex.question) for ex in test) and len({ex.question for ex in train}) == 500
+    assert all(tasks.in_test(ex.question) for ex in test) and len({ex.question for ex in train}) == 500
     assert [ex.question for ex in chains.generate(5, seed=0)] == [ex.question for ex in train[:5]]  # seeded
     for ex in train + test:
         assert ex.answer == str(chain_value(ex.question))
