@@ -737,21 +737,22 @@ class Chains(GSM8K):
     _STEP = r"[a-z]=[a-z0-9+\-=]+"
     _LAYOUT = re.compile(rf"{_STEP}(?: {_STEP})* #### [0-9]+")
 
-    def generate(self, n, seed, split="train", length=4, distractors=1, shuffled=True):
+    def generate(self, n, seed, split="train", length=4, distractors=1, order="shuffled"):
         """n distinct problems whose chain has `length` quantities (the first a digit) and `distractors`
-        unneeded ones defined from them, listed in shuffled order (shuffled=False: the chain's order,
-        then the unneeded ones); a hash of the problem sends 1 in 10 to the test split."""
+        unneeded ones defined from them, listed in the given order: "shuffled", "chain" (the chain's
+        order, then the unneeded ones) or "interleaved" (the chain's order, each unneeded one at a random
+        place after the quantity it is defined from); a hash of the problem sends 1 in 10 to the test split."""
         rng, out, seen = random.Random(seed), [], set()
         for _ in _attempts(n):
             if len(out) == n:
                 return out
-            ex = self.draw(rng, length, distractors, shuffled)
+            ex = self.draw(rng, length, distractors, order)
             if ex.question not in seen and in_test(ex.question) == (split == "test"):
                 seen.add(ex.question)
                 out.append(ex)
 
     @staticmethod
-    def draw(rng, length, distractors, shuffled=True):
+    def draw(rng, length, distractors, order="shuffled"):
         """One problem: definitions {name: expression}, the worked steps, the answer."""
         names = rng.sample("abcdefghijklmnopqrstuvwxyz", length + distractors)
         chain, values = names[:length], {names[0]: rng.randint(0, 9)}
@@ -765,9 +766,14 @@ class Chains(GSM8K):
             source = rng.choice(chain)
             op = "+" if values[source] < 5 else "-"
             defs[name] = f"{source}{op}{rng.randint(1, 9 - values[source] if op == '+' else values[source])}"
-        listed = list(defs.items())
-        if shuffled:
+        listed = list(defs.items())  # the chain's order, then the unneeded ones
+        if order == "shuffled":
             rng.shuffle(listed)
+        elif order == "interleaved":
+            for name in names[length:]:
+                listed.remove((name, defs[name]))
+                after = [k for k, _ in listed].index(defs[name][0]) + 1  # its source's place, plus one
+                listed.insert(rng.randint(after, len(listed)), (name, defs[name]))
         question = " ".join(f"{k}={v}" for k, v in listed) + f" ?{chain[-1]}"
         return Example(question=question, answer=str(values[chain[-1]]), rationale=" ".join(steps))
 
@@ -818,7 +824,7 @@ class ToyS1K(Chains):
     toy_rewards = ("chains_correctness", "chains_format")
     _LAYOUT = re.compile(r"[a-z0-9][a-z0-9+\-=>]*(?: [a-z0-9][a-z0-9+\-=>]*)* #### [a-z0-9]+")
 
-    def draw(self, rng, length, distractors, shuffled=True):
+    def draw(self, rng, length, distractors, order="shuffled"):
         """A walk or a tally (even odds) of 3 to `length` + 2 steps (a walk's arrows always shuffled)."""
         steps = rng.randint(3, length + 2)
         return self.walk(rng, steps, distractors) if rng.random() < 0.5 else self.tally(rng, steps)

@@ -921,10 +921,21 @@ def test_chains_problems_have_the_worked_steps_and_answer_their_definitions_give
         assert len(chains.target(ex, "toy")) >= 32  # reasoning, then the answer
     longer = chains.generate(50, seed=1, length=6, distractors=3)
     assert all(len(ex.rationale.split(" ")) == 6 and ex.answer == str(chain_value(ex.question)) for ex in longer)
-    ordered = chains.generate(50, seed=1, shuffled=False)  # the chain's order, then the unneeded quantity
+    ordered = chains.generate(50, seed=1, order="chain")  # the chain's order, then the unneeded quantity
     for ex in ordered:
         listed = [d.split("=")[0] for d in ex.question.split(" ")[:-1]]
         assert listed[:4] == [step[0] for step in ex.rationale.split(" ")] and ex.answer == str(chain_value(ex.question))
+    interleaved = chains.generate(200, seed=1, order="interleaved", distractors=2)  # unneeded ones among the chain
+    places = []
+    for ex in interleaved:
+        listed = [d.split("=") for d in ex.question.split(" ")[:-1]]
+        chain = [step[0] for step in ex.rationale.split(" ")]
+        assert [name for name, _ in listed if name in chain] == chain and ex.answer == str(chain_value(ex.question))
+        names = [name for name, _ in listed]
+        for i, (name, expr) in enumerate(listed):  # each defined after what it is defined from
+            assert name == chain[0] or names.index(expr[0]) < i
+        places += [i for i, (name, _) in enumerate(listed) if name not in chain]
+    assert set(places) == {1, 2, 3, 4, 5}  # anywhere after the first quantity, not only at the end
 
 
 def test_chains_rewards_by_hand():
