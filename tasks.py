@@ -714,10 +714,10 @@ class Sudoku(Task):
 
 class Chains(GSM8K):
     """Chains: the toy analogue of GSM8K, generated (no d1 counterpart): a few named quantities, each
-    defined from an earlier one by adding or subtracting a digit, listed in shuffled order with unneeded
-    ones among them; the question asks for the last of the chain. The answer is worked steps, one per
-    quantity in an order in which they can be computed, then GSM8K's answer line '#### value':
-        toy prompt  "chains q=x+3 d=m-2 x=4 k=x+5 m=q+1 ?d\n"
+    defined from an earlier one by adding or subtracting a digit, listed in the chain's order with an
+    unneeded one among them; the question asks for the last of the chain. The answer is worked steps, one
+    per quantity of the chain, then GSM8K's answer line '#### value':
+        toy prompt  "chains x=4 q=x+3 k=x+5 m=q+1 d=m-2 ?d\n"
         toy answer  "x=4 q=x+3=4+3=7 m=q+1=7+1=8 d=m-2=8-2=6 #### 6"
     Each step finds a definition by name, puts in the value found one step earlier and adds or
     subtracts within 0..9 (no carries: 90 facts), so a model that writes the steps needs no more than
@@ -737,11 +737,13 @@ class Chains(GSM8K):
     _STEP = r"[a-z]=[a-z0-9+\-=]+"
     _LAYOUT = re.compile(rf"{_STEP}(?: {_STEP})* #### [0-9]+")
 
-    def generate(self, n, seed, split="train", length=4, distractors=1, order="shuffled"):
+    def generate(self, n, seed, split="train", length=4, distractors=1, order="interleaved"):
         """n distinct problems whose chain has `length` quantities (the first a digit) and `distractors`
         unneeded ones defined from them, listed in the given order: "shuffled", "chain" (the chain's
         order, then the unneeded ones) or "interleaved" (the chain's order, each unneeded one at a random
-        place after the quantity it is defined from); a hash of the problem sends 1 in 10 to the test split."""
+        place after the quantity it is defined from; the target: a 0.9M model that takes the next
+        definition by its place goes wrong, and shuffled lists are beyond it, LOG.md 2026-12-06, "Chains,
+        ninth probe"); a hash of the problem sends 1 in 10 to the test split."""
         rng, out, seen = random.Random(seed), [], set()
         for _ in _attempts(n):
             if len(out) == n:
@@ -752,7 +754,7 @@ class Chains(GSM8K):
                 out.append(ex)
 
     @staticmethod
-    def draw(rng, length, distractors, order="shuffled"):
+    def draw(rng, length, distractors, order="interleaved"):
         """One problem: definitions {name: expression}, the worked steps, the answer."""
         names = rng.sample("abcdefghijklmnopqrstuvwxyz", length + distractors)
         chain, values = names[:length], {names[0]: rng.randint(0, 9)}
@@ -824,7 +826,7 @@ class ToyS1K(Chains):
     toy_rewards = ("chains_correctness", "chains_format")
     _LAYOUT = re.compile(r"[a-z0-9][a-z0-9+\-=>]*(?: [a-z0-9][a-z0-9+\-=>]*)* #### [a-z0-9]+")
 
-    def draw(self, rng, length, distractors, order="shuffled"):
+    def draw(self, rng, length, distractors, order="interleaved"):
         """A walk or a tally (even odds) of 3 to `length` + 2 steps (a walk's arrows always shuffled)."""
         steps = rng.randint(3, length + 2)
         return self.walk(rng, steps, distractors) if rng.random() < 0.5 else self.tally(rng, steps)

@@ -889,7 +889,7 @@ def test_countdown_near_misses_include_the_given_set_of_numbers_in_another_multi
 
 # ----------------------------------------------------------------------------- Chains: the toy analogue of GSM8K
 def chain_value(question):
-    """The asked-for value, worked out from the shuffled definitions by repeated substitution."""
+    """The asked-for value, worked out from the definitions, in any order, by repeated substitution."""
     defs = dict(d.split("=") for d in question.split(" ")[:-1])
     values = {}
     while len(values) < len(defs):
