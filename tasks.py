@@ -832,12 +832,15 @@ class ToyS1K(Chains):
         return self.walk(rng, steps, distractors) if rng.random() < 0.5 else self.tally(rng, steps)
 
     @staticmethod
-    def walk(rng, hops, distractors):
+    def walk(rng, hops, distractors, ordered=False):
+        """ordered: the path's arrows in its order, then the unneeded ones (an easier walk, where the next
+        arrow is the next listed, for a base's domain text); else all shuffled (the next found by name)."""
         nodes = rng.sample("abcdefghijklmnopqrstuvwxyz", hops + 1 + distractors)
         path, others = nodes[:hops + 1], nodes[hops + 1:]
         arrows = [f"{a}>{b}" for a, b in zip(path, path[1:])]
         listed = arrows + [f"{a}>{rng.choice(nodes)}" for a in others]  # one arrow out of each letter at most
-        rng.shuffle(listed)
+        if not ordered:
+            rng.shuffle(listed)
         return Example(question=f"walk {' '.join(listed)} from {path[0]} {hops}", answer=path[-1],
                        rationale=" ".join(arrows))
 

@@ -988,6 +988,10 @@ def test_the_toy_s1k_is_worked_solutions_of_other_problems_in_the_same_answer_st
         assert s1k.prompt(ex, "toy") == ex.question + "\n" and target.endswith(f" #### {ex.answer}")
     assert not {s1k.prompt(ex, "toy") for ex in problems} & {chains.prompt(ex, "toy") for ex in chains.generate(
         1000, seed=0)}  # none is a Chains problem
+    rng = random.Random(0)
+    for hops in range(1, 7):  # an ordered walk: the path's arrows first, in order, then the unneeded one
+        ex = s1k.walk(rng, hops, 1, ordered=True)
+        assert ex.question.startswith(f"walk {ex.rationale} ") and ex.question.endswith(f" {hops}")
     direct = tasks.Example(question="b=a+3 a=4 ?b", answer="7")  # an answer without steps
     assert chains.target(direct, "toy") == "#### 7" and chains.score("#### 7", direct, style="toy")[0] == 1.0
 
