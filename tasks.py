@@ -744,6 +744,9 @@ class Chains(GSM8K):
         place after the quantity it is defined from; the target: a 0.9M model that takes the next
         definition by its place goes wrong, and shuffled lists are beyond it, LOG.md 2026-12-06, "Chains,
         ninth probe"); a hash of the problem sends 1 in 10 to the test split."""
+        if order not in ("shuffled", "chain", "interleaved"):
+            raise ValueError(f"unknown order {order!r} of a Chains problem's definitions: "
+                             "shuffled, chain or interleaved")
         rng, out, seen = random.Random(seed), [], set()
         for _ in _attempts(n):
             if len(out) == n:

@@ -936,6 +936,8 @@ def test_chains_problems_have_the_worked_steps_and_answer_their_definitions_give
             assert name == chain[0] or names.index(expr[0]) < i
         places += [i for i, (name, _) in enumerate(listed) if name not in chain]
     assert set(places) == {1, 2, 3, 4, 5}  # anywhere after the first quantity, not only at the end
+    with pytest.raises(ValueError, match="unknown order 'sorted' of a Chains problem's definitions"):
+        chains.generate(5, seed=0, order="sorted")  # not silently the chain's order
 
 
 def test_chains_rewards_by_hand():
