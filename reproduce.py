@@ -2,10 +2,11 @@
 
 d1 (arXiv 2504.12216) Sec. 4, Table 1 claims that on every task SFT + diffu-GRPO beats diffu-GRPO
 alone, which beats SFT alone and the base model. This script trains the four rows of that table for
-a toy model on toy Sudoku and Countdown, per seed, and prints held-out accuracy (mean and standard
-error over seeds), writes the numbers as JSON and the reward curves as a PNG (matplotlib optional).
+a toy model on toy Sudoku, Countdown and Chains (tasks.py: worked steps, then the answer, as GSM8K),
+per seed, and prints held-out accuracy (mean and standard error over seeds), writes the numbers as
+JSON and the reward and answer curves as a PNG (matplotlib optional).
 
-    python reproduce.py                       # one seed, both tasks
+    python reproduce.py                       # one seed, the three tasks
     python reproduce.py --seeds 0,1,2         # the table with error bars
     python reproduce.py --quick               # a pipeline check in seconds (CI), not a result
     python reproduce.py --seeds 0,1,2 --rows sft,d1,mc-elbo,coupled,spg,wd1   # d1's estimator against its successors'
@@ -14,12 +15,15 @@ The toy analogue of d1's setting (docs/reproduction.md):
 - base: masked-diffusion training on task-domain text that is *not* a worked solution of the test
   distribution: easier instances (Sudoku with 2-6 blanks where the target has 10; Countdown with two
   numbers, or three built with + and - only, where the target also uses * and / and gives its
-  numbers in any order). LLaDA-Instruct plays this role in d1: it can do some of the task (here 65-80%
-  of Sudoku, 12-23% of Countdown), none of it from worked target solutions.
+  numbers in any order; Chains with the unneeded quantity listed after the chain, where the target
+  lists it among the chain, beside walks and tallies: chains_domain). LLaDA-Instruct plays this role
+  in d1: it can do some of the task (here 65-80% of Sudoku, 12-23% of Countdown, about 33% of Chains),
+  none of it from worked target solutions.
 - SFT: a fixed set of worked target solutions, trained for many epochs (d1: s1K, 1,000 examples, 20
   epochs; general reasoning rather than the target task): Sudoku 128 for 150 epochs; Countdown, whose
   base is stronger, 1,000 for 19 (chosen on validation: LOG.md, 2026-12-02, "Countdown's SFT stage
-  chosen on validation").
+  chosen on validation"). Chains is d1's setting itself: its SFT set is the toy s1K (1,000 worked
+  walks and tallies, no Chains problem) at d1's lr 1e-5 (LOG.md, 2026-12-06, "Chains, tenth probe").
 - diffu-GRPO: unlimited unlabeled prompts of the target distribution with the task's reward, from
   the base (row 3) or from the SFT model (row 4, d1). The settings were chosen on the validation
   set (LOG.md, 2026-12-01, "the toy RL protocol: what makes diffu-GRPO learn"): many rollouts per
@@ -68,14 +72,14 @@ BEYOND = {"mc-elbo": dict(estimator="mc-elbo"), "coupled": dict(estimator="coupl
 RL_ROWS = {"diffu-grpo": ("base", {}), "d1": ("sft", {}), **{row: ("sft", c) for row, c in BEYOND.items()}}
 # Each task's sampler: answer length, block length and denoising steps of the rollouts, of the evaluations
 # (one token per step there unless the task says otherwise) and of the answers SFT pads to (tasks.py)
-TOY_TASKS = ("sudoku", "countdown")  # the tasks with toy distributions below
+TOY_TASKS = ("sudoku", "countdown", "chains")  # the tasks with toy distributions below
 SAMPLERS = {name: tasks.get_task(name).toy_sampler for name in TOY_TASKS}
 
 
 @dataclass
 class ReproConfig:
     model: str = option("repro", "model size: repro (d_model 128, 4 layers) or toy")
-    tasks: str = option("sudoku,countdown", "tasks to reproduce, comma-separated")
+    tasks: str = option("sudoku,countdown,chains", "tasks to reproduce, comma-separated")
     rows: str = option("base,sft,diffu-grpo,d1", "rows, comma-separated: base, sft, diffu-grpo, d1, and the SFT model "
                                                  "trained by RL with another estimate or loss: " + ", ".join(BEYOND))
     seeds: str = option("0", "seeds, comma-separated (3 for error bars)")
@@ -85,8 +89,13 @@ class ReproConfig:
                                         must=">= 1")
     countdown_pretrain_steps: int = option(1800, "Countdown's base model: the same (its domain text is larger)",
                                            must=">= 1")
+    chains_pretrain_steps: int = option(1500, "Chains' base model: the same", must=">= 1")
     sudoku_sft_examples: int = option(128, "Sudoku's fixed, small set of worked target solutions", must=">= 1")
     countdown_sft_examples: int = option(1000, "Countdown's (d1's s1K size: its base is stronger, LOG.md)", must=">= 1")
+    chains_sft_examples: int = option(1000, "Chains' toy s1K: worked walks and tallies, not Chains problems (d1's s1K)",
+                                      must=">= 1")
+    chains_sft_lr: float = option(1e-5, "Chains' SFT learning rate (d1's; Sudoku and Countdown: sft.py's 1e-3)",
+                                  must="> 0")
     sft_steps: int = option(300, "SFT steps over that set (batch 64: 150 epochs of 128, 19 of 1,000)", must=">= 1")
     rl_steps: int = option(70, "diffu-GRPO outer steps for each RL row", must=">= 1")
     rl_lr: float = option(5e-5, "diffu-GRPO learning rate", must="> 0")
@@ -103,14 +112,15 @@ class ReproConfig:
     sudoku_spg_beta: float = option(1.0, "spg row on Sudoku: the EUBO's beta (SPG's choice for Sudoku)", must=">= 1")
     countdown_spg_beta: float = option(1.5, "spg row on Countdown: the EUBO's beta (SPG's choice elsewhere)",
                                        must=">= 1")
+    chains_spg_beta: float = option(1.5, "spg row on Chains: the same", must=">= 1")
     rl_eval_every: int = option(10, "validation accuracy and sampled reward every this many RL steps", must=">= 1")
     quick: bool = option(False, "tiny budgets everywhere: checks the pipeline, not the result")
     out: str = option("runs/reproduce", "folder for checkpoints, results.json and rewards.png")
     device: str = option(default_device(), "cuda, mps or cpu")
 
 
-QUICK = dict(n_test=32, n_val=16, sudoku_pretrain_steps=20, countdown_pretrain_steps=20,
-             sudoku_sft_examples=16, countdown_sft_examples=16, sft_steps=10,
+QUICK = dict(n_test=32, n_val=16, sudoku_pretrain_steps=20, countdown_pretrain_steps=20, chains_pretrain_steps=20,
+             sudoku_sft_examples=16, countdown_sft_examples=16, chains_sft_examples=16, sft_steps=10,
              rl_steps=2, prompts_per_step=4, num_generations=4, mu=1, rl_eval_every=1)
 
 # ----------------------------------------------------------------------------- the toy distributions
@@ -144,6 +154,22 @@ def countdown_domain(n, seed):
     return out
 
 
+def chains_domain(n, seed):
+    """Chains domain text, easier than the target task: n worked four-quantity chains whose unneeded
+    quantity is listed last (the target lists it among the chain, where a model that takes the next
+    definition by its place goes wrong), and n / 10 each of worked walks with their arrows in the
+    path's order and of tallies of 3-6 steps: LLaDA saw text of every kind before s1K, and a base that
+    has never seen a walk or a tally is wrecked by SFT on them (LOG.md, 2026-12-06, "Chains, ninth
+    probe" and "tenth probe"). None is a worked target problem."""
+    import random
+    rng = random.Random(seed + 400)
+    out = tasks.get_task("chains").generate(n, seed=seed, split="train", order="chain")
+    out += [tasks.ToyS1K.walk(rng, rng.randint(3, 6), 1, ordered=True) for _ in range(n // 10)]
+    out += [tasks.ToyS1K.tally(rng, rng.randint(3, 6)) for _ in range(n // 10)]
+    rng.shuffle(out)
+    return out
+
+
 def distributions(name, cfg, seed):
     """(domain, sft set, rl prompts, validation, test) example lists for one task and seed."""
     task = tasks.get_task(name)
@@ -153,11 +179,14 @@ def distributions(name, cfg, seed):
         pool = task.generate(20000 + cfg.n_val, seed=seed + 100, split="train", blanks=target)
         test = task.generate(cfg.n_test, seed=seed + 200, split="test", blanks=target)
     else:
-        domain = countdown_domain(20000, seed)
+        domain = countdown_domain(20000, seed) if name == "countdown" else chains_domain(20000, seed)
         pool = task.generate(20000 + cfg.n_val, seed=seed + 100, split="train")
         test = task.generate(cfg.n_test, seed=seed + 200, split="test")
     val, rest = pool[:cfg.n_val], pool[cfg.n_val:]
-    return domain, rest[:getattr(cfg, f"{name}_sft_examples")], rest, val, test
+    n_sft = getattr(cfg, f"{name}_sft_examples")
+    # Chains' SFT set is its toy s1K (other problems, as d1's s1K); the others' are worked target solutions
+    sft_set = tasks.get_task("toy-s1k").generate(n_sft, seed=seed + 300) if name == "chains" else rest[:n_sft]
+    return domain, sft_set, rest, val, test
 
 
 # ----------------------------------------------------------------------------- the four rows
@@ -177,7 +206,9 @@ def run_task(name, seed, cfg, out, rows, done=()):
         steps = getattr(cfg, f"{name}_pretrain_steps")
         base = sft.SFTConfig(model=str(folder / "init"), steps=steps, out=str(folder / "base"), **common, **gen)
         models["base"], _ = sft.train(continued(base, sft.RESUME_MAY_CHANGE), domain, val)
-        tuned = sft.SFTConfig(model=str(folder / "base"), steps=cfg.sft_steps, out=str(folder / "sft"), **common, **gen)
+        lr = getattr(cfg, f"{name}_sft_lr", sft.SFTConfig.lr)
+        tuned = sft.SFTConfig(model=str(folder / "base"), steps=cfg.sft_steps, lr=lr, out=str(folder / "sft"),
+                              **common, **gen)
         models["sft"], _ = sft.train(continued(tuned, sft.RESUME_MAY_CHANGE), sft_set, val)
     rl = diffu_grpo.GRPOConfig(steps=cfg.rl_steps, lr=cfg.rl_lr, temperature=cfg.temperature, mu=cfg.mu,
                                prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
@@ -374,7 +405,8 @@ COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:b
 def plot(out, names, seeds, rows=("diffu-grpo", "d1"), file="rewards.png", window=10):
     """One column per task. Top: validation accuracy (greedy) and validation reward (sampled) of the
     RL rows over the run, mean over seeds, and the rollout reward's moving average with its noise
-    band. Bottom: the fraction of groups whose G rewards are all equal (no learning signal)."""
+    band. Middle: the fraction of groups whose G rewards are all equal (no learning signal). Bottom:
+    the rollouts' answers (plot_answers)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -382,8 +414,8 @@ def plot(out, names, seeds, rows=("diffu-grpo", "d1"), file="rewards.png", windo
     except ImportError:
         print("matplotlib is not installed: no rewards.png (pip install matplotlib)")
         return
-    fig, axes = plt.subplots(2, len(names), figsize=(5.5 * len(names), 6.5), squeeze=False,
-                             gridspec_kw=dict(height_ratios=[2, 1]))
+    fig, axes = plt.subplots(3, len(names), figsize=(5.5 * len(names), 9), squeeze=False,
+                             gridspec_kw=dict(height_ratios=[2, 1, 1]))
     for col, name in enumerate(names):
         top, bottom = axes[0][col], axes[1][col]
         for row, color in zip(rows, COLORS):
@@ -403,10 +435,36 @@ def plot(out, names, seeds, rows=("diffu-grpo", "d1"), file="rewards.png", windo
             bottom.plot(x, moving_average(zero, window), color=color, label=row)
         top.set(title=f"toy {name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})", ylabel="accuracy / reward")
         top.legend(fontsize=7)
-        bottom.set(xlabel="diffu-GRPO step", ylabel="groups without variance", ylim=(0, 1))
+        bottom.set(ylabel="groups without variance", ylim=(0, 1))
         bottom.legend(fontsize=7)
+        plot_answers(axes[2][col], out, name, seeds, rows, window)
     fig.tight_layout()
     fig.savefig(out / file, dpi=120)
+
+
+def plot_answers(ax, out, name, seeds, rows, window):
+    """The rollouts' answers during RL, moving averages of the mean over seeds: their length in tokens
+    (solid) and, for a task with a layout reward (Chains: steps, then '#### n'), the fraction of answers
+    with that layout (dashed, right axis)."""
+    task = tasks.get_task(name)
+    layout = next((f for f in task.toy_rewards if f.endswith("_format")), None)
+    right = ax.twinx() if layout else None
+    for row, color in zip(rows, COLORS):
+        runs = [rollouts for rollouts, _ in rl_logs(out, name, seeds, row)]
+        x = [r["step"] for r in runs[0]]
+
+        def mean(key, scale=1.0):  # per step, over seeds
+            per_seed = [[r[key] / scale for r in rl] for rl in runs]
+            return moving_average([sum(c) / len(c) for c in zip(*per_seed)], window)
+        ax.plot(x, mean("answer_len"), color=color, label=f"{row}: answer tokens")
+        if layout:
+            right.plot(x, mean(layout, getattr(task, layout).max_value), "--", color=color,
+                       label=f"{row}: answers with the layout")
+    ax.set(xlabel="diffu-GRPO step", ylabel="answer tokens")
+    ax.legend(fontsize=7, loc="lower left")
+    if layout:
+        right.set(ylabel="answers with the layout", ylim=(0, 1.05))
+        right.legend(fontsize=7, loc="lower right")
 
 
 def main(argv=None):

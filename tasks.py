@@ -782,6 +782,9 @@ class Chains(GSM8K):
         question = " ".join(f"{k}={v}" for k, v in listed) + f" ?{chain[-1]}"
         return Example(question=question, answer=str(values[chain[-1]]), rationale=" ".join(steps))
 
+    def _toy(self, ex):  # a walk or a tally (the toy s1K's, also in a Chains base's domain text) as ToyS1K writes it
+        return f"{ex.question}\n" if ex.question.startswith(ToyS1K.KINDS) else f"{Chains.toy_tag} {ex.question}\n"
+
     def _chat(self, ex):
         return (XML_SYSTEM_PROMPT + "\n\nEach letter stands for a number: " + ex.question.rpartition(" ?")[0]
                 + f". What is {ex.question.rpartition(' ?')[2]}?")
@@ -826,6 +829,7 @@ class ToyS1K(Chains):
     `--task s1k` trains LLaDA on s1K.
     """
     name = toy_tag = "toy-s1k"
+    KINDS = ("walk ", "tally ")  # a question starts with its kind, and its toy prompt is the question itself
     toy_rewards = ("chains_correctness", "chains_format")
     _LAYOUT = re.compile(r"[a-z0-9][a-z0-9+\-=>]*(?: [a-z0-9][a-z0-9+\-=>]*)* #### [a-z0-9]+")
 
@@ -857,9 +861,6 @@ class ToyS1K(Chains):
             steps.append(f"{total}{op}{k}={new}")
             total = new
         return Example(question="tally " + " ".join(terms), answer=str(total), rationale=" ".join(steps))
-
-    def _toy(self, ex):
-        return f"{ex.question}\n"
 
     def _chat(self, ex):
         return XML_SYSTEM_PROMPT + "\n\n" + ex.question

@@ -89,6 +89,40 @@ def test_toy_distributions_keep_test_grids_out_of_training():
     assert all(reproduce.tasks.countdown_in_test(ex.nums, ex.target) for ex in test)
 
 
+def test_chains_distributions_teach_a_way_of_thinking_not_the_target():
+    cfg = reproduce.ReproConfig(n_test=300, n_val=50, chains_sft_examples=200)
+    domain, sft_set, prompts, val, test = reproduce.distributions("chains", cfg, seed=0)
+    chains, kinds = reproduce.tasks.get_task("chains"), reproduce.tasks.ToyS1K.KINDS
+    worked = [ex for ex in domain if not ex.question.startswith(kinds)]
+    assert len(worked) == 20000 and len(domain) == 24000  # plus 2,000 walks and 2,000 tallies
+    for ex in worked[:500]:  # the unneeded quantity is listed last: the chain's steps name the others in order
+        names = [d.split("=")[0] for d in ex.question.split(" ?")[0].split(" ")]
+        assert names[:4] == [step.split("=")[0] for step in ex.rationale.split(" ")]
+    walks = [ex for ex in domain if ex.question.startswith("walk ")]
+    assert len(walks) == 2000 and all(ex.question.split(" ")[1:1 + len(ex.rationale.split(" "))]
+                                      == ex.rationale.split(" ") for ex in walks)  # arrows in the path's order
+    assert all(ex.question.startswith(kinds) for ex in sft_set) and len(sft_set) == 200  # the toy s1K, not Chains
+    assert all(chains.score(chains.target(ex, "toy"), ex, style="toy")[0] == 1.0 for ex in domain[:2000] + sft_set)
+    assert chains.prompt(sft_set[0], "toy") == sft_set[0].question + "\n"  # written as the toy s1K writes it
+    seen = {ex.question for ex in domain + prompts + val}
+    assert all(reproduce.tasks.in_test(ex.question) for ex in test) and not seen & {ex.question for ex in test}
+    assert not {ex.question for ex in val} & {ex.question for ex in prompts}
+
+
+def test_quick_chains_run_trains_sft_at_its_own_lr_and_plots_its_answers(tmp_path):
+    results = reproduce.main(["--quick", "--tasks", "chains", "--rows", "sft,d1", "--out", str(tmp_path),
+                              "--device", "cpu"])
+    assert list(results["chains"][0]) == ["sft", "d1"]
+    folder = tmp_path / "chains" / "seed0"
+    lrs = [json.loads((folder / row / "sft_config.json").read_text())["lr"] for row in ("base", "sft")]
+    assert lrs == [1e-3, 1e-5]  # d1's SFT lr for the toy s1K; the base at sft.py's
+    rollouts = read_log(folder / "d1")[1]  # what the answers panel plots: length and the layout reward
+    assert 0 < rollouts["answer_len"] <= 48 and 0 <= rollouts["chains_format"] <= 0.5
+    pytest.importorskip("matplotlib")
+    reproduce.plot(tmp_path, ["chains"], [0], rows=["d1"])
+    assert (tmp_path / "rewards.png").stat().st_size > 0
+
+
 def test_orderings_are_paired_differences_over_seeds():
     results = {"sudoku": [dict(base=0.70, sft=0.80, **{"diffu-grpo": 0.74}, d1=0.86),
                           dict(base=0.60, sft=0.76, **{"diffu-grpo": 0.65}, d1=0.80),
@@ -118,7 +152,7 @@ def test_noise_band_is_the_residual_std_of_a_moving_average_over_sqrt_window():
 
 
 def test_a_task_without_toy_distributions_fails_before_training(tmp_path):
-    with pytest.raises(ValueError, match="toy distributions for sudoku, countdown, not 'gsm8k'"):
+    with pytest.raises(ValueError, match="toy distributions for sudoku, countdown, chains, not 'gsm8k'"):
         reproduce.main(["--tasks", "gsm8k", "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())  # nothing written
 
