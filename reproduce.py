@@ -399,6 +399,11 @@ def rl_logs(out, name, seeds, row):
     return logs
 
 
+def seed_mean(rollouts, key, scale=1.0):
+    """Per RL step, the mean over seeds of one rollout figure (rollouts: each seed's rollout records)."""
+    return [sum(c) / len(c) / scale for c in zip(*[[r[key] for r in rl] for rl in rollouts])]
+
+
 COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
 
 
@@ -417,49 +422,43 @@ def plot(out, names, seeds, rows=("diffu-grpo", "d1"), file="rewards.png", windo
     fig, axes = plt.subplots(3, len(names), figsize=(5.5 * len(names), 9), squeeze=False,
                              gridspec_kw=dict(height_ratios=[2, 1, 1]))
     for col, name in enumerate(names):
-        top, bottom = axes[0][col], axes[1][col]
+        top, bottom, runs = axes[0][col], axes[1][col], {}
         for row, color in zip(rows, COLORS):
             logs = rl_logs(out, name, seeds, row)
+            runs[row] = [rollouts for rollouts, _ in logs]
             evals = [e for _, e in logs]
             steps = [r["step"] for r in evals[0]]
             for key, style in (("accuracy", "-o"), ("val_reward", "--s")):
                 mean = [sum(e[i][key] for e in evals) / len(evals) for i in range(len(steps))]
                 top.plot(steps, mean, style, color=color, ms=3, label=f"{row}: validation {key.replace('val_', '')}")
-            rewards = [[r["reward"] for r in rollouts] for rollouts, _ in logs]
-            mean = [sum(c) / len(c) for c in zip(*rewards)]
+            mean = seed_mean(runs[row], "reward")
             avg, band = moving_average(mean, window), noise_band(mean, window)
             x = [r["step"] for r in logs[0][0]]
             top.plot(x, avg, ":", color=color, lw=1, label=f"{row}: rollout reward ({window}-step mean)")
             top.fill_between(x, [a - band for a in avg], [a + band for a in avg], color=color, alpha=0.12)
-            zero = [sum(c) / len(c) for c in zip(*[[r["zero_std_groups"] for r in rl] for rl, _ in logs])]
-            bottom.plot(x, moving_average(zero, window), color=color, label=row)
+            bottom.plot(x, moving_average(seed_mean(runs[row], "zero_std_groups"), window), color=color, label=row)
         top.set(title=f"toy {name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})", ylabel="accuracy / reward")
         top.legend(fontsize=7)
         bottom.set(ylabel="groups without variance", ylim=(0, 1))
         bottom.legend(fontsize=7)
-        plot_answers(axes[2][col], out, name, seeds, rows, window)
+        plot_answers(axes[2][col], tasks.get_task(name), runs, window)
     fig.tight_layout()
     fig.savefig(out / file, dpi=120)
 
 
-def plot_answers(ax, out, name, seeds, rows, window):
-    """The rollouts' answers during RL, moving averages of the mean over seeds: their length in tokens
-    (solid) and, for a task with a layout reward (Chains: steps, then '#### n'), the fraction of answers
-    with that layout (dashed, right axis)."""
-    task = tasks.get_task(name)
+def plot_answers(ax, task, runs, window):
+    """The rollouts' answers during RL (runs: each row's per-seed rollout records), moving averages of
+    the mean over seeds: their length in tokens (solid) and, for a task with a layout reward (Chains:
+    steps, then '#### n'), the fraction of answers with that layout (dashed, right axis)."""
     layout = next((f for f in task.toy_rewards if f.endswith("_format")), None)
     right = ax.twinx() if layout else None
-    for row, color in zip(rows, COLORS):
-        runs = [rollouts for rollouts, _ in rl_logs(out, name, seeds, row)]
-        x = [r["step"] for r in runs[0]]
-
-        def mean(key, scale=1.0):  # per step, over seeds
-            per_seed = [[r[key] / scale for r in rl] for rl in runs]
-            return moving_average([sum(c) / len(c) for c in zip(*per_seed)], window)
-        ax.plot(x, mean("answer_len"), color=color, label=f"{row}: answer tokens")
+    for (row, rollouts), color in zip(runs.items(), COLORS):
+        x = [r["step"] for r in rollouts[0]]
+        length = seed_mean(rollouts, "answer_len")
+        ax.plot(x, moving_average(length, window), color=color, label=f"{row}: answer tokens")
         if layout:
-            right.plot(x, mean(layout, getattr(task, layout).max_value), "--", color=color,
-                       label=f"{row}: answers with the layout")
+            share = seed_mean(rollouts, layout, getattr(task, layout).max_value)
+            right.plot(x, moving_average(share, window), "--", color=color, label=f"{row}: answers with the layout")
     ax.set(xlabel="diffu-GRPO step", ylabel="answer tokens")
     ax.legend(fontsize=7, loc="lower left")
     if layout:
