@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from checkpoints import claim_out, latest_checkpoint, load_checkpoint, open_log, resume_point, save_checkpoint
-from distributed import all_gather, all_reduce_grads, close_distributed, init_distributed
+from distributed import all_gather, all_reduce_grads, barrier, close_distributed, init_distributed
 from model import PRESETS, Transformer, load_model, prepare_for_training, save
 
 
@@ -339,6 +339,7 @@ def run_command(run, out):
         previous = signal.signal(signal.SIGTERM, stop_at_once)
     try:
         run()
+        barrier()  # every process done before the group closes: a rank leaving early can abort the other's exit
     except (ValueError, OSError, ImportError, FloatingPointError) as e:
         raise SystemExit(f"error: {e}")
     except KeyboardInterrupt as e:
